@@ -1,0 +1,198 @@
+//! The heads that turn the backbone's 512x7x7 map into the paper's outputs.
+//!
+//! Two layer stacks ([`HeadLayers`]):
+//! - `Paper`: VGG16's own classifier (fc6 4096 → fc7 4096 → output, ReLU + dropout 0.5), laid out
+//!   like torchvision's `classifier` so ImageNet fc6/fc7 weights load by name.
+//! - `Compact`: a 1x1 convolution that keeps the 7x7 spatial layout (composition matters for
+//!   aesthetics) followed by a small MLP; under 1M parameters, for the browser.
+//!
+//! Two outputs, as in the paper: [`RegressionHead`] (one score, no activation, Sec. 3.2) and
+//! [`HistogramHead`] (10 bins, softmax, Sec. 3.3).
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+
+use super::vgg16::{FEATURE_MAP_SIZE, scaled_channels};
+
+pub const HISTOGRAM_BINS: usize = 10;
+const FC_WIDTH: usize = 4096;
+const COMPACT_REDUCED_CHANNELS: usize = 64;
+const COMPACT_HIDDEN: usize = 256;
+const DROPOUT: f64 = 0.5;
+
+/// torchvision's `classifier` entries (indices 0..=6).
+#[derive(Module, Debug)]
+pub enum ClassifierLayer {
+    Linear(Linear),
+    Relu(Relu),
+    Dropout(Dropout),
+}
+
+/// VGG16's classifier with its last layer sized for our output.
+#[derive(Module, Debug)]
+pub struct PaperLayers {
+    pub classifier: Vec<ClassifierLayer>,
+}
+
+impl PaperLayers {
+    fn new(in_features: usize, width_divisor: usize, outputs: usize, device: &Device) -> Self {
+        let fc = scaled_channels(FC_WIDTH, width_divisor);
+        let classifier = vec![
+            ClassifierLayer::Linear(LinearConfig::new(in_features, fc).init(device)),
+            ClassifierLayer::Relu(Relu::new()),
+            ClassifierLayer::Dropout(DropoutConfig::new(DROPOUT).init()),
+            ClassifierLayer::Linear(LinearConfig::new(fc, fc).init(device)),
+            ClassifierLayer::Relu(Relu::new()),
+            ClassifierLayer::Dropout(DropoutConfig::new(DROPOUT).init()),
+            ClassifierLayer::Linear(LinearConfig::new(fc, outputs).init(device)),
+        ];
+        Self { classifier }
+    }
+
+    fn forward(&self, features: Tensor<4>) -> Tensor<2> {
+        let mut x = features.flatten(1, 3);
+        for layer in &self.classifier {
+            x = match layer {
+                ClassifierLayer::Linear(linear) => linear.forward(x),
+                ClassifierLayer::Relu(relu) => relu.forward(x),
+                ClassifierLayer::Dropout(dropout) => dropout.forward(x),
+            };
+        }
+        x
+    }
+}
+
+/// 1x1 conv (keeps the 7x7 layout) → flatten → hidden → dropout → output.
+#[derive(Module, Debug)]
+pub struct CompactLayers {
+    pub reduce: Conv2d,
+    pub hidden: Linear,
+    pub dropout: Dropout,
+    pub output: Linear,
+    pub relu: Relu,
+}
+
+impl CompactLayers {
+    fn new(in_channels: usize, width_divisor: usize, outputs: usize, device: &Device) -> Self {
+        let reduced = scaled_channels(COMPACT_REDUCED_CHANNELS, width_divisor);
+        let hidden = scaled_channels(COMPACT_HIDDEN, width_divisor);
+        let cells = FEATURE_MAP_SIZE * FEATURE_MAP_SIZE;
+        Self {
+            reduce: Conv2dConfig::new([in_channels, reduced], [1, 1]).init(device),
+            hidden: LinearConfig::new(reduced * cells, hidden).init(device),
+            dropout: DropoutConfig::new(DROPOUT).init(),
+            output: LinearConfig::new(hidden, outputs).init(device),
+            relu: Relu::new(),
+        }
+    }
+
+    fn forward(&self, features: Tensor<4>) -> Tensor<2> {
+        let x = self.relu.forward(self.reduce.forward(features)).flatten(1, 3);
+        let x = self.dropout.forward(self.relu.forward(self.hidden.forward(x)));
+        self.output.forward(x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub enum HeadLayers {
+    Paper(PaperLayers),
+    Compact(CompactLayers),
+}
+
+impl HeadLayers {
+    pub fn new(
+        kind: super::HeadKind,
+        in_channels: usize,
+        width_divisor: usize,
+        outputs: usize,
+        device: &Device,
+    ) -> Self {
+        let in_features = in_channels * FEATURE_MAP_SIZE * FEATURE_MAP_SIZE;
+        match kind {
+            super::HeadKind::Paper => {
+                Self::Paper(PaperLayers::new(in_features, width_divisor, outputs, device))
+            }
+            super::HeadKind::Compact => {
+                Self::Compact(CompactLayers::new(in_channels, width_divisor, outputs, device))
+            }
+        }
+    }
+
+    /// `[N, C, 7, 7]` → `[N, outputs]` (raw, before any activation).
+    pub fn forward(&self, features: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::Paper(layers) => layers.forward(features),
+            Self::Compact(layers) => layers.forward(features),
+        }
+    }
+
+    /// The last linear layer (VGG16's fc8 position): the trainer starts its bias at the
+    /// training set's mean so an untrained head does not begin far from every label.
+    pub fn output_layer_mut(&mut self) -> &mut Linear {
+        match self {
+            Self::Paper(layers) => match layers.classifier.last_mut() {
+                Some(ClassifierLayer::Linear(linear)) => linear,
+                _ => unreachable!("the paper head ends with a linear layer"),
+            },
+            Self::Compact(layers) => &mut layers.output,
+        }
+    }
+}
+
+/// Sec. 3.2: one output neuron, no activation: the predicted mean score.
+#[derive(Module, Debug)]
+pub struct RegressionHead {
+    pub layers: HeadLayers,
+}
+
+impl RegressionHead {
+    /// `[N, C, 7, 7]` → `[N, 1]` scores.
+    pub fn forward(&self, features: Tensor<4>) -> Tensor<2> {
+        self.layers.forward(features)
+    }
+}
+
+/// Sec. 3.3: ten output neurons and a softmax: the normalised histogram of ratings 1..10.
+#[derive(Module, Debug)]
+pub struct HistogramHead {
+    pub layers: HeadLayers,
+}
+
+impl HistogramHead {
+    /// `[N, C, 7, 7]` → `[N, 10]` probabilities.
+    pub fn forward(&self, features: Tensor<4>) -> Tensor<2> {
+        softmax(self.layers.forward(features), 1)
+    }
+}
+
+#[derive(Module, Debug)]
+pub enum Head {
+    Regression(RegressionHead),
+    Histogram(HistogramHead),
+}
+
+impl Head {
+    pub fn forward(&self, features: Tensor<4>) -> Tensor<2> {
+        match self {
+            Self::Regression(head) => head.forward(features),
+            Self::Histogram(head) => head.forward(features),
+        }
+    }
+
+    pub fn layers(&self) -> &HeadLayers {
+        match self {
+            Self::Regression(head) => &head.layers,
+            Self::Histogram(head) => &head.layers,
+        }
+    }
+
+    pub fn layers_mut(&mut self) -> &mut HeadLayers {
+        match self {
+            Self::Regression(head) => &mut head.layers,
+            Self::Histogram(head) => &mut head.layers,
+        }
+    }
+}

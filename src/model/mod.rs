@@ -1,0 +1,123 @@
+//! The paper's two models: VGG16 + a regression head (one score) or a histogram head (10-bin
+//! rating distribution). [`ModelConfig`] says which; it travels in every weight file.
+
+pub mod heads;
+pub mod vgg16;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+pub use heads::{Head, HeadLayers, HistogramHead, RegressionHead, HISTOGRAM_BINS};
+pub use vgg16::{Vgg16, INPUT_SIZE};
+
+use crate::error::{LoupeError, Result};
+
+/// What the model predicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// One aesthetic score in 1..10 (Sec. 3.2).
+    Regression,
+    /// The normalised histogram of ratings 1..10 (Sec. 3.3).
+    Histogram,
+}
+
+impl OutputKind {
+    pub fn outputs(self) -> usize {
+        match self {
+            Self::Regression => 1,
+            Self::Histogram => HISTOGRAM_BINS,
+        }
+    }
+}
+
+/// Which layers sit between the backbone and the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    /// VGG16's classifier: fc6 4096 → fc7 4096 → output (the paper).
+    Paper,
+    /// 1x1 conv on the 7x7 map + a small MLP (for the browser).
+    Compact,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub output: OutputKind,
+    pub head: HeadKind,
+    /// 1 = VGG16; larger divides every layer's width (tiny models for tests).
+    pub width_divisor: usize,
+}
+
+impl ModelConfig {
+    pub fn new(output: OutputKind, head: HeadKind) -> Self {
+        Self { output, head, width_divisor: 1 }
+    }
+
+    pub fn with_width_divisor(mut self, width_divisor: usize) -> Self {
+        self.width_divisor = width_divisor;
+        self
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=64).contains(&self.width_divisor) {
+            return Err(LoupeError::Model(format!(
+                "width divisor must be in 1..=64, got {}",
+                self.width_divisor
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> Result<AestheticNet> {
+        self.validate()?;
+        let backbone = Vgg16::new(self.width_divisor, device);
+        let layers = HeadLayers::new(
+            self.head,
+            backbone.out_channels(),
+            self.width_divisor,
+            self.output.outputs(),
+            device,
+        );
+        let head = match self.output {
+            OutputKind::Regression => Head::Regression(RegressionHead { layers }),
+            OutputKind::Histogram => Head::Histogram(HistogramHead { layers }),
+        };
+        Ok(AestheticNet { backbone, head })
+    }
+}
+
+/// VGG16 backbone + head: `[N, 3, 224, 224]` → `[N, 1]` scores or `[N, 10]` probabilities.
+#[derive(Module, Debug)]
+pub struct AestheticNet {
+    pub backbone: Vgg16,
+    pub head: Head,
+}
+
+/// AVA's mean score and mean normalised rating histogram over all 255,502 images: the prior an
+/// untrained head starts from.
+pub const AVA_MEAN_SCORE: f32 = 5.383;
+pub const AVA_MEAN_HISTOGRAM: [f32; HISTOGRAM_BINS] =
+    [0.01203, 0.02547, 0.06331, 0.16369, 0.29242, 0.23243, 0.11745, 0.05591, 0.02341, 0.01388];
+
+impl AestheticNet {
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.backbone.forward(images))
+    }
+
+    /// Start an untrained output layer at a prior (a mean score, or a mean histogram through the
+    /// log, so the softmax returns it) with its weights scaled down: predictions then begin near
+    /// the labels' mean instead of anywhere, and training learns differences, not the offset.
+    pub fn centre_output(&mut self, mean_score: f32, mean_histogram: [f32; HISTOGRAM_BINS]) {
+        let bias: Vec<f32> = match self.head {
+            Head::Regression(_) => vec![mean_score],
+            Head::Histogram(_) => mean_histogram.iter().map(|p| p.max(1e-4).ln()).collect(),
+        };
+        let output = self.head.layers_mut().output_layer_mut();
+        let device = output.weight.val().device();
+        let outputs = bias.len();
+        output.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(bias, [outputs]), &device)));
+        output.weight = output.weight.clone().map(|w| w.mul_scalar(0.1));
+    }
+}

@@ -1,0 +1,197 @@
+//! The browser API (wasm-bindgen). Inference runs on WebGPU through burn's wgpu backend when the
+//! browser has it, else on the CPU (flex); every failure reaches JS as an exception with a message.
+//!
+//! ```js
+//! const loupe = await Loupe.create(false);          // true = force the CPU
+//! loupe.loadWeights(new Uint8Array(bytes));         // once per model (regression, histogram)
+//! const r = await loupe.score(new Uint8Array(fileBytes));
+//! const crops = await loupe.crop(fileBytes, { aspect: "16:9", candidates: 200, seed: 1, topK: 5 }, (done, total) => {});
+//! ```
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+use crate::crop::{CropRequest, CropShape, FastCropOptions, exhaustive_crop_search_async, fast_crop_search_async};
+use crate::error::LoupeError;
+use crate::model::OutputKind;
+use crate::preprocess::decode_image;
+use crate::scorer::Scorer;
+use crate::{Prediction, weights};
+
+fn js_error(error: LoupeError) -> JsError {
+    JsError::new(&error.to_string())
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[wasm_bindgen]
+pub struct Loupe {
+    device: Device,
+    backend: String,
+    /// A shared backbone file, for head files (load it first).
+    backbone: Option<weights::SharedBackbone>,
+    scorers: Vec<Scorer>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ScoreResult {
+    /// The headline score: the regression model's, else the histogram's mean.
+    score: f32,
+    histogram: Option<Vec<f32>>,
+    std: Option<f32>,
+    regression: Option<Prediction>,
+    histogram_model: Option<Prediction>,
+    backend: String,
+    ms: f64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct CropOptions {
+    aspect: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    candidates: Option<usize>,
+    seed: Option<u64>,
+    top_k: Option<usize>,
+    /// Score every candidate with the full network (slow; the paper's reference).
+    exact: bool,
+    /// Candidates the fast search re-scores exactly.
+    rerank: Option<usize>,
+}
+
+#[wasm_bindgen]
+impl Loupe {
+    /// WebGPU when the browser offers an adapter and device, else the CPU backend.
+    pub async fn create(force_cpu: bool) -> Loupe {
+        if !force_cpu {
+            match Device::wgpu_options().init_async().await {
+                Ok(device) => return Loupe { device, backend: "webgpu".into(), backbone: None, scorers: Vec::new() },
+                Err(error) => web_sys_log(&format!("WebGPU unavailable ({error:?}); using the CPU")),
+            }
+        }
+        Loupe { device: Device::flex(), backend: "cpu".into(), backbone: None, scorers: Vec::new() }
+    }
+
+    /// "webgpu" or "cpu".
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        self.backend.clone()
+    }
+
+    /// Load a weight file — a whole model, a shared backbone, or a head (after its backbone);
+    /// returns its metadata. A second model of the same output kind replaces the first.
+    #[wasm_bindgen(js_name = loadWeights)]
+    pub fn load_weights(&mut self, bytes: &[u8]) -> Result<JsValue, JsError> {
+        let to_js = |m: &weights::WeightMetadata| serde_wasm_bindgen::to_value(m).map_err(|e| JsError::new(&e.to_string()));
+        let (header, _) = weights::read_header(bytes).map_err(js_error)?;
+        let (net, metadata) = match header.part {
+            weights::Part::Backbone => {
+                let backbone = weights::decode_backbone(bytes, &self.device).map_err(js_error)?;
+                let metadata = to_js(&backbone.metadata)?;
+                self.backbone = Some(backbone);
+                return Ok(metadata);
+            }
+            weights::Part::Full => weights::decode(bytes, &self.device).map_err(js_error)?,
+            weights::Part::Head => {
+                let backbone = self.backbone.as_ref().ok_or_else(|| JsError::new("load the backbone file before its heads"))?;
+                weights::decode_head(bytes, backbone, &self.device).map_err(js_error)?
+            }
+        };
+        let scorer = Scorer::new(net, metadata, self.device.clone());
+        let metadata = to_js(&scorer.metadata)?;
+        self.scorers.retain(|s| s.output() != scorer.output());
+        self.scorers.push(scorer);
+        Ok(metadata)
+    }
+
+    /// Metadata of a weight file without loading it (checks framing and checksum).
+    #[wasm_bindgen(js_name = inspectWeights)]
+    pub fn inspect_weights(bytes: &[u8]) -> Result<JsValue, JsError> {
+        let (metadata, _) = weights::read_header(bytes).map_err(js_error)?;
+        serde_wasm_bindgen::to_value(&metadata).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// Score one encoded image (JPEG, PNG, WebP, GIF, BMP) with every loaded model.
+    pub async fn score(&self, image: &[u8]) -> Result<JsValue, JsError> {
+        if self.scorers.is_empty() {
+            return Err(JsError::new("no weights loaded"));
+        }
+        let started = now_ms();
+        let image = decode_image(image).map_err(js_error)?;
+        let images = std::slice::from_ref(&image);
+        let mut regression = None;
+        let mut histogram_model = None;
+        for scorer in &self.scorers {
+            let prediction = scorer.predict_async(images).await.map_err(js_error)?.remove(0);
+            match scorer.output() {
+                OutputKind::Regression => regression = Some(prediction),
+                OutputKind::Histogram => histogram_model = Some(prediction),
+            }
+        }
+        let headline = regression.as_ref().or(histogram_model.as_ref()).expect("a model ran");
+        let result = ScoreResult {
+            score: headline.score,
+            histogram: histogram_model.as_ref().and_then(|p| p.histogram.map(|h| h.to_vec())),
+            std: histogram_model.as_ref().and_then(|p| p.std),
+            regression: regression.clone(),
+            histogram_model: histogram_model.clone(),
+            backend: self.backend.clone(),
+            ms: now_ms() - started,
+        };
+        serde_wasm_bindgen::to_value(&result).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// The best crops of an image: `[{x, y, width, height, score}, ...]`, best first.
+    /// `on_progress(done, total)` is called after each batch.
+    pub async fn crop(&self, image: &[u8], options: JsValue, on_progress: Option<js_sys::Function>) -> Result<JsValue, JsError> {
+        let scorer = self
+            .scorers
+            .iter()
+            .find(|s| s.output() == OutputKind::Regression)
+            .or(self.scorers.first())
+            .ok_or_else(|| JsError::new("no weights loaded"))?;
+        let options: CropOptions = if options.is_undefined() || options.is_null() {
+            CropOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value(options).map_err(|e| JsError::new(&format!("crop options: {e}")))?
+        };
+        let mut request = CropRequest::default();
+        request.shape = match (options.width, options.height, &options.aspect) {
+            (Some(width), Some(height), _) => CropShape::Size { width, height },
+            (_, _, Some(aspect)) => aspect.parse().map_err(js_error)?,
+            _ => CropShape::default(),
+        };
+        request.candidates = options.candidates.unwrap_or(request.candidates);
+        request.seed = options.seed.unwrap_or(request.seed);
+        request.top_k = options.top_k.unwrap_or(request.top_k);
+        let image = decode_image(image).map_err(js_error)?;
+        let progress = |done: usize, total: usize| {
+            if let Some(callback) = &on_progress {
+                let _ = callback.call2(&JsValue::NULL, &JsValue::from(done as u32), &JsValue::from(total as u32));
+            }
+        };
+        let crops = if options.exact {
+            exhaustive_crop_search_async(scorer, &image, &request, progress).await
+        } else {
+            let mut fast = FastCropOptions::default();
+            fast.rerank = options.rerank.unwrap_or(fast.rerank);
+            fast_crop_search_async(scorer, &image, &request, &fast, progress).await
+        }
+        .map_err(js_error)?;
+        serde_wasm_bindgen::to_value(&crops).map_err(|e| JsError::new(&e.to_string()))
+    }
+}
+
+fn web_sys_log(message: &str) {
+    web_sys::console::warn_1(&JsValue::from_str(message));
+}

@@ -1,0 +1,261 @@
+//! Loupe's weight files: one self-describing file per model.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic  b"LOUPEWT\n"
+//! 8       4     format version, u32 LE (this code reads 1..=FORMAT_VERSION)
+//! 12      4     metadata length M, u32 LE
+//! 16      M     metadata, UTF-8 JSON (WeightMetadata)
+//! 16+M    8     payload length P, u64 LE
+//! 24+M    4     CRC-32 of the payload, u32 LE
+//! 28+M    P     payload: burnpack of the AestheticNet, tensors in f16 or f32
+//! ```
+//! Everything is checked before a tensor is touched, so a truncated, corrupt or foreign file is
+//! refused with a message instead of loading garbage; the browser loads the same bytes it fetched.
+//!
+//! A file holds a whole model (`part: full`, format 1), or — so that models sharing one frozen
+//! backbone download it once — only the VGG16 backbone (`backbone`) or only a head (`head`,
+//! which names the backbone it was trained on by its `backbone_id`); parts are format 2.
+
+use burn::store::{BurnpackStore, HalfPrecisionAdapter, ModuleSnapshot};
+use burn::tensor::{Bytes, Device};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LoupeError, Result};
+use crate::model::{AestheticNet, ModelConfig};
+use crate::preprocess::InputConvention;
+
+pub const MAGIC: &[u8; 8] = b"LOUPEWT\n";
+/// Newest format this code writes and reads (1: whole models; 2: adds backbone/head parts).
+pub const FORMAT_VERSION: u32 = 2;
+const MAX_METADATA_BYTES: u32 = 1 << 20;
+const HEADER_BYTES: usize = 16;
+
+/// What a file holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    /// Backbone and head: a complete model.
+    #[default]
+    Full,
+    /// The VGG16 backbone alone, shared by head files.
+    Backbone,
+    /// A head alone; needs the backbone whose id is `backbone_id`.
+    Head,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F16,
+    F32,
+}
+
+/// Everything a user (or the app) should know about a weight file without loading it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightMetadata {
+    pub model: ModelConfig,
+    pub input: InputConvention,
+    pub precision: Precision,
+    /// False for a freshly imported ImageNet backbone whose head is still random.
+    pub head_trained: bool,
+    /// Where the weights came from, in words.
+    pub provenance: String,
+    /// Licence and attribution that must travel with the weights.
+    pub licence: String,
+    /// Training data, split sizes, epochs... (free-form, written by the trainer).
+    #[serde(default)]
+    pub training: serde_json::Value,
+    /// Evaluation metrics (free-form, written by the trainer).
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    /// The Loupe version that wrote the file.
+    #[serde(default)]
+    pub written_by: String,
+    #[serde(default)]
+    pub part: Part,
+    /// Backbone files: their id; head files: the id of the backbone they need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone_id: Option<String>,
+}
+
+impl WeightMetadata {
+    pub fn new(model: ModelConfig, input: InputConvention) -> Self {
+        Self {
+            model,
+            input,
+            precision: Precision::F16,
+            head_trained: false,
+            provenance: String::new(),
+            licence: String::new(),
+            training: serde_json::Value::Null,
+            metrics: serde_json::Value::Null,
+            written_by: String::new(),
+            part: Part::Full,
+            backbone_id: None,
+        }
+    }
+}
+
+/// Serialise `net` (the part `metadata.part` names) with `metadata`, whose `precision` decides
+/// f16 or f32 tensors.
+pub fn encode(net: &AestheticNet, metadata: &WeightMetadata) -> Result<Vec<u8>> {
+    let mut metadata = metadata.clone();
+    metadata.written_by = format!("loupe {}", env!("CARGO_PKG_VERSION"));
+    let payload = match metadata.part {
+        Part::Full => burnpack(net, metadata.precision)?,
+        Part::Backbone => burnpack(&net.backbone, metadata.precision)?,
+        Part::Head => burnpack(&net.head, metadata.precision)?,
+    };
+    if metadata.part != Part::Full && metadata.backbone_id.is_none() {
+        metadata.backbone_id = Some(backbone_id(net)?);
+    }
+    let version: u32 = if metadata.part == Part::Full { 1 } else { 2 };
+    let payload: &[u8] = &payload;
+    let json = serde_json::to_vec(&metadata).map_err(|e| LoupeError::Weights(e.to_string()))?;
+
+    let mut out = Vec::with_capacity(HEADER_BYTES + json.len() + 12 + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+fn burnpack<M: ModuleSnapshot>(module: &M, precision: Precision) -> Result<Vec<u8>> {
+    let mut store = BurnpackStore::from_bytes(None);
+    if precision == Precision::F16 {
+        store = store.with_to_adapter(HalfPrecisionAdapter::new());
+    }
+    let failed = |e: &dyn std::fmt::Display| LoupeError::Weights(format!("cannot serialise the model: {e}"));
+    module.save_into(&mut store).map_err(|e| failed(&e))?;
+    let bytes = store.get_bytes().map_err(|e| failed(&e))?;
+    Ok(bytes.to_vec())
+}
+
+/// A backbone's identity: the CRC-32 of its f16 tensors (what a head file records it needs).
+pub fn backbone_id(net: &AestheticNet) -> Result<String> {
+    Ok(format!("vgg16-{:08x}", crc32fast::hash(&burnpack(&net.backbone, Precision::F16)?)))
+}
+
+/// Check a file's framing and read its metadata; returns the metadata and the payload.
+pub fn read_header(bytes: &[u8]) -> Result<(WeightMetadata, &[u8])> {
+    let err = |msg: String| LoupeError::Weights(msg);
+    if bytes.len() < HEADER_BYTES {
+        return Err(err(format!(
+            "only {} bytes: too short to be a Loupe weight file",
+            bytes.len()
+        )));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(err("not a Loupe weight file (wrong magic bytes)".into()));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(err(format!(
+            "format version {version} is not supported by this Loupe (reads 1..={FORMAT_VERSION}); upgrade Loupe"
+        )));
+    }
+    let metadata_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
+    if metadata_len > MAX_METADATA_BYTES {
+        return Err(err(format!("metadata length {metadata_len} is implausible: corrupt file")));
+    }
+    let metadata_end = HEADER_BYTES + metadata_len as usize;
+    let payload_start = metadata_end + 12;
+    if bytes.len() < payload_start {
+        return Err(err("truncated inside the metadata".into()));
+    }
+    let metadata: WeightMetadata = serde_json::from_slice(&bytes[HEADER_BYTES..metadata_end])
+        .map_err(|e| err(format!("unreadable metadata: {e}")))?;
+    let payload_len = u64::from_le_bytes(bytes[metadata_end..metadata_end + 8].try_into().unwrap());
+    let crc = u32::from_le_bytes(bytes[metadata_end + 8..payload_start].try_into().unwrap());
+    let available = (bytes.len() - payload_start) as u64;
+    if payload_len > available {
+        return Err(err(format!(
+            "truncated: the payload should be {payload_len} bytes but only {available} are present"
+        )));
+    }
+    if payload_len < available {
+        return Err(err(format!(
+            "{} unexpected bytes after the payload: corrupt file",
+            available - payload_len
+        )));
+    }
+    let payload = &bytes[payload_start..];
+    if crc32fast::hash(payload) != crc {
+        return Err(err("checksum mismatch: the file is corrupt".into()));
+    }
+    if version == 1 && metadata.part != Part::Full {
+        return Err(err(format!("format 1 cannot hold a {:?} part: corrupt file", metadata.part)));
+    }
+    metadata.model.validate()?;
+    Ok((metadata, payload))
+}
+
+fn load_payload<M: ModuleSnapshot>(module: &mut M, payload: &[u8], metadata: &WeightMetadata) -> Result<()> {
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(payload.to_vec())));
+    if metadata.precision == Precision::F16 {
+        store = store.with_from_adapter(HalfPrecisionAdapter::new());
+    }
+    module.load_from(&mut store).map_err(|e| {
+        LoupeError::Weights(format!(
+            "the tensors do not fit the declared model ({:?} part, {:?} head, {:?} output, width /{}): {e}",
+            metadata.part, metadata.model.head, metadata.model.output, metadata.model.width_divisor
+        ))
+    })?;
+    Ok(())
+}
+
+/// Load a whole-model weight file onto `device`.
+pub fn decode(bytes: &[u8], device: &Device) -> Result<(AestheticNet, WeightMetadata)> {
+    let (metadata, payload) = read_header(bytes)?;
+    if metadata.part != Part::Full {
+        return Err(LoupeError::Weights(format!(
+            "this file holds only a {:?}: load it with its {}",
+            metadata.part,
+            if metadata.part == Part::Head { "backbone file" } else { "head files" }
+        )));
+    }
+    let mut net = metadata.model.init(device)?;
+    load_payload(&mut net, payload, &metadata)?;
+    Ok((net, metadata))
+}
+
+/// A loaded backbone file, ready to be joined with head files.
+#[derive(Clone, Debug)]
+pub struct SharedBackbone {
+    pub backbone: crate::model::Vgg16,
+    pub metadata: WeightMetadata,
+}
+
+/// Load a backbone file onto `device`.
+pub fn decode_backbone(bytes: &[u8], device: &Device) -> Result<SharedBackbone> {
+    let (metadata, payload) = read_header(bytes)?;
+    if metadata.part != Part::Backbone {
+        return Err(LoupeError::Weights(format!("expected a backbone file, found a {:?} file", metadata.part)));
+    }
+    let mut backbone = metadata.model.init(device)?.backbone;
+    load_payload(&mut backbone, payload, &metadata)?;
+    Ok(SharedBackbone { backbone, metadata })
+}
+
+/// Load a head file and join it with the backbone it was trained on.
+pub fn decode_head(bytes: &[u8], backbone: &SharedBackbone, device: &Device) -> Result<(AestheticNet, WeightMetadata)> {
+    let (metadata, payload) = read_header(bytes)?;
+    if metadata.part != Part::Head {
+        return Err(LoupeError::Weights(format!("expected a head file, found a {:?} file", metadata.part)));
+    }
+    if metadata.backbone_id != backbone.metadata.backbone_id || metadata.input != backbone.metadata.input {
+        return Err(LoupeError::Weights(format!(
+            "this head needs backbone {:?} but {:?} is loaded",
+            metadata.backbone_id, backbone.metadata.backbone_id
+        )));
+    }
+    let mut net = metadata.model.init(device)?;
+    load_payload(&mut net.head, payload, &metadata)?;
+    net.backbone = backbone.backbone.clone();
+    Ok((net, metadata))
+}

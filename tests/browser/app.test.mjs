@@ -1,0 +1,156 @@
+// Loupe in a real browser: Debian's chromium, headless, driven by playwright-core.
+// Run by scripts/test.sh, which builds www/pkg and the `loupe` CLI and passes:
+//   LOUPE_BIN     the native CLI (serves the app, and scores the same photo for comparison)
+//   LOUPE_FULL    a weights folder with full VGG16 models (ImageNet backbone)
+//   LOUPE_TINY    a weights folder with tiny-width models (fast crops on SwiftShader)
+// Both backends: WebGPU (--enable-unsafe-webgpu, SwiftShader) and the CPU fallback (no flag).
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..", "..");
+const fixtures = join(root, "tests", "fixtures");
+const artifacts = join(here, "artifacts");
+mkdirSync(artifacts, { recursive: true });
+const { LOUPE_BIN, LOUPE_FULL, LOUPE_TINY } = process.env;
+assert.ok(LOUPE_BIN && LOUPE_FULL && LOUPE_TINY, "run through scripts/test.sh (LOUPE_BIN, LOUPE_FULL, LOUPE_TINY)");
+
+const scratch = mkdtempSync(join(tmpdir(), "loupe-browser-"));
+const textAsJpeg = join(scratch, "notes.jpg");
+writeFileSync(textAsJpeg, "Shopping list: film, lens cloth, tripod.\n".repeat(30));
+const truncatedJpeg = join(scratch, "truncated.jpg");
+writeFileSync(truncatedJpeg, readFileSync(join(fixtures, "rocket.jpg")).subarray(0, 700));
+const photo = join(fixtures, "rocket.jpg");
+const batch = ["rocket.jpg", "coffee.jpg", "chelsea.jpg"].map((f) => join(fixtures, f));
+
+const FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"];
+const servers = [];
+
+function serve(weights, port) {
+  const server = spawn(LOUPE_BIN, ["serve", "--app", join(root, "www"), "--weights", weights, "--port", String(port)], { stdio: ["ignore", "pipe", "inherit"] });
+  servers.push(server);
+  return new Promise((resolve, reject) => {
+    server.stdout.on("data", (chunk) => {
+      const match = /http:\/\/127\.0\.0\.1:\d+\//.exec(String(chunk));
+      if (match) resolve(match[0]);
+    });
+    server.on("exit", (code) => reject(new Error(`loupe serve exited with ${code}`)));
+  });
+}
+
+let fullUrl, tinyUrl;
+before(async () => {
+  fullUrl = await serve(LOUPE_FULL, 18081);
+  tinyUrl = await serve(LOUPE_TINY, 18082);
+});
+after(() => servers.forEach((s) => s.kill()));
+
+function nativeScores(weights, file) {
+  const out = execFileSync(LOUPE_BIN, ["score", "--json", "-w", join(weights, "regression.loupe"), "-w", join(weights, "histogram.loupe"), file]);
+  return JSON.parse(String(out).trim().split("\n").pop());
+}
+
+for (const backend of ["webgpu", "cpu"]) {
+  describe(`app on ${backend}`, () => {
+    let browser, page;
+    const requests = [];
+
+    before(async () => {
+      const args = backend === "webgpu" ? [...FLAGS, "--enable-unsafe-webgpu"] : FLAGS;
+      browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args });
+      const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+      context.on("request", (request) => requests.push(request.url()));
+      page = await context.newPage();
+      page.on("console", (message) => message.type() === "error" && console.log(`[${backend} console] ${message.text()}`));
+    });
+    after(async () => {
+      await browser?.close();
+      const outside = requests.filter((url) => !/^(http:\/\/127\.0\.0\.1:\d+\/|blob:|data:)/.test(url));
+      assert.deepEqual(outside, [], "a request left 127.0.0.1");
+    });
+
+    async function open(url) {
+      await page.goto(url);
+      await page.waitForFunction(() => document.body.dataset.ready === "true" || !document.getElementById("error").hidden, null, { timeout: 300_000 });
+      assert.equal(await page.locator("#error").isHidden(), true, await page.locator("#error").textContent());
+    }
+
+    async function upload(files) {
+      const before = await page.evaluate(() => window.__loupeResults || 0);
+      await page.setInputFiles("#files", files);
+      await page.waitForFunction((n) => (window.__loupeResults || 0) > n, before, { timeout: 600_000 });
+    }
+
+    test("scores a real photo like the native CLI, with a 10-bar histogram", async () => {
+      const started = Date.now();
+      await open(fullUrl);
+      assert.equal(await page.evaluate(() => document.body.dataset.backend), backend);
+      await upload(photo);
+      const seconds = (Date.now() - started) / 1000;
+      console.log(`${backend}: time to first score (page load + weights + 2 VGG16 forwards) ${seconds.toFixed(1)} s`);
+      const shown = await page.evaluate(() => JSON.parse(document.getElementById("score").dataset.result));
+      assert.ok(shown.score >= 1 && shown.score <= 10, `score ${shown.score}`);
+      assert.equal(await page.locator("#histogram rect.bar").count(), 10);
+      const native = nativeScores(LOUPE_FULL, photo);
+      assert.ok(Math.abs(shown.regression.score - native.regression.score) < 1e-3, `wasm ${shown.regression.score} vs native ${native.regression.score}`);
+      assert.ok(Math.abs(shown.histogramModel.score - native.histogram.score) < 1e-3, `wasm ${shown.histogramModel.score} vs native ${native.histogram.score}`);
+      assert.ok(Math.abs(shown.std - native.histogram.std) < 1e-3);
+      await page.screenshot({ path: join(artifacts, `${backend}-score.png`), fullPage: true });
+    });
+
+    test("a text file named .jpg and a truncated JPEG show errors, and the app keeps working", async () => {
+      await open(tinyUrl);
+      for (const bad of [textAsJpeg, truncatedJpeg]) {
+        await page.setInputFiles("#files", bad);
+        await page.locator("#error").waitFor({ state: "visible", timeout: 120_000 });
+        const message = await page.locator("#error").textContent();
+        assert.match(message, /notes\.jpg|truncated\.jpg/);
+        console.log(`${backend}: ${message}`);
+        await page.screenshot({ path: join(artifacts, `${backend}-error-${bad.endsWith("notes.jpg") ? "text" : "truncated"}.png`) });
+        await upload(photo);
+        assert.equal(await page.locator("#error").isHidden(), true);
+      }
+    });
+
+    test("crops with the requested aspect", async () => {
+      await open(tinyUrl);
+      await upload(photo);
+      await page.selectOption("#aspect", "4:5");
+      await page.fill("#candidates", "6");
+      await page.click("#crop-button");
+      await page.locator("#alternatives li").first().waitFor({ timeout: 600_000 });
+      const crops = await page.evaluate(() => JSON.parse(document.getElementById("alternatives").dataset.crops));
+      assert.ok(crops.length >= 1 && crops.length <= 5);
+      for (const c of crops) {
+        assert.ok(Math.abs(c.width * 5 - c.height * 4) <= 5, `not 4:5: ${c.width}x${c.height}`);
+        assert.ok(c.x >= 0 && c.y >= 0 && c.x + c.width <= 640 && c.y + c.height <= 427);
+      }
+      assert.ok(crops.every((c, i) => i === 0 || crops[i - 1].score >= c.score));
+      await page.screenshot({ path: join(artifacts, `${backend}-crop.png`), fullPage: true });
+    });
+
+    test("batch mode orders three photos by score", async () => {
+      await open(tinyUrl);
+      await page.setInputFiles("#files", batch);
+      await page.waitForFunction(() => document.querySelectorAll("#gallery li[data-score]").length === 3, null, { timeout: 600_000 });
+      const scores = await page.evaluate(() => [...document.querySelectorAll("#gallery li")].map((li) => Number(li.dataset.score)));
+      assert.deepEqual(scores, [...scores].sort((a, b) => b - a));
+      await page.screenshot({ path: join(artifacts, `${backend}-batch.png`), fullPage: true });
+    });
+
+    test("the widget example page crops", async () => {
+      await page.goto(new URL("widget/example.html", tinyUrl).href);
+      await page.waitForFunction(() => ["done", "error"].includes(document.getElementById("hero").dataset.state), null, { timeout: 600_000 });
+      const state = await page.evaluate(() => ({ ...document.getElementById("hero").dataset }));
+      assert.equal(state.state, "done", JSON.stringify(state));
+      assert.ok(Math.abs(Number(state.width) * 9 - Number(state.height) * 16) <= 16, `not 16:9: ${state.width}x${state.height}`);
+      await page.screenshot({ path: join(artifacts, `${backend}-widget.png`) });
+    });
+  });
+}

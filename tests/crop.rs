@@ -1,0 +1,153 @@
+//! The reference crop search: rectangles inside the image, with the requested aspect, the same per
+//! seed, and the best really is the best-scoring candidate.
+
+mod common;
+
+use common::*;
+use image::RgbImage;
+use loupe::crop::{CropRequest, CropShape, exhaustive_crop_search, random_candidates};
+use loupe::model::{HeadKind, ModelConfig, OutputKind};
+use loupe::preprocess::{InputConvention, decode_image};
+use loupe::weights::WeightMetadata;
+use loupe::Scorer;
+
+fn tiny_scorer() -> Scorer {
+    let config = ModelConfig::new(OutputKind::Regression, HeadKind::Compact).with_width_divisor(16);
+    let device = flex();
+    let net = config.init(&device).unwrap();
+    Scorer::new(net, WeightMetadata::new(config, InputConvention::CaffeBgr), device)
+}
+
+fn request(shape: &str, candidates: usize, seed: u64) -> CropRequest {
+    CropRequest { shape: shape.parse().unwrap(), candidates, seed, ..CropRequest::default() }
+}
+
+#[test]
+fn candidates_lie_inside_with_the_requested_aspect() {
+    for (w, h) in [(640, 427), (427, 640), (300, 300), (1000, 40)] {
+        for shape in ["1:1", "4:5", "3:2", "16:9", "9:16", "40x30"] {
+            let req = request(shape, 300, 7);
+            let Ok(rects) = random_candidates(w, h, &req) else {
+                // Only a frame that cannot fit may be refused.
+                assert!(h == 40 || w == 40, "{shape} refused for {w}x{h}");
+                continue;
+            };
+            assert_eq!(rects.len(), 300);
+            for r in rects {
+                assert!(r.x + r.width <= w && r.y + r.height <= h, "{r:?} outside {w}x{h}");
+                match req.shape {
+                    CropShape::Aspect { width: aw, height: ah } => {
+                        // Within one pixel of the exact ratio.
+                        let ideal_h = r.width as f64 * ah as f64 / aw as f64;
+                        let ideal_w = r.height as f64 * aw as f64 / ah as f64;
+                        assert!(
+                            (r.height as f64 - ideal_h).abs() <= 1.0 || (r.width as f64 - ideal_w).abs() <= 1.0,
+                            "{shape}: {r:?}"
+                        );
+                    }
+                    CropShape::Size { width, height } => assert_eq!((r.width, r.height), (width, height)),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn candidates_are_deterministic_per_seed() {
+    let a = random_candidates(640, 427, &request("1:1", 100, 42)).unwrap();
+    let b = random_candidates(640, 427, &request("1:1", 100, 42)).unwrap();
+    let c = random_candidates(640, 427, &request("1:1", 100, 43)).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn impossible_requests_are_refused() {
+    assert!("16-9".parse::<CropShape>().is_err());
+    assert!("0:1".parse::<CropShape>().is_err());
+    assert!(random_candidates(640, 427, &request("1000x10", 10, 0)).is_err());
+    assert!(random_candidates(640, 427, &request("1:1", 0, 0)).is_err());
+    // A 1xN strip has no usable square.
+    assert!(random_candidates(1, 500, &request("1:1", 10, 0)).is_err());
+    let mut bad_scale = request("1:1", 10, 0);
+    bad_scale.min_scale = 0.0;
+    assert!(random_candidates(640, 427, &bad_scale).is_err());
+}
+
+#[test]
+fn exhaustive_search_returns_the_best_candidates_in_order() {
+    let scorer = tiny_scorer();
+    let image = decode_image(&fixture_bytes("rocket.jpg")).unwrap();
+    let mut req = request("4:5", 24, 3);
+    req.top_k = 5;
+    let mut calls = Vec::new();
+    let best = exhaustive_crop_search(&scorer, &image, &req, |done, total| calls.push((done, total))).unwrap();
+    assert_eq!(best.len(), 5);
+    assert_eq!(calls.last(), Some(&(24, 24)));
+    assert!(best.windows(2).all(|w| w[0].score >= w[1].score));
+
+    // Brute force by hand over the same candidates: the same winner and score.
+    let rects = random_candidates(image.width(), image.height(), &req).unwrap();
+    let crops: Vec<RgbImage> = rects.iter().map(|r| r.crop(&image)).collect();
+    let scores = scorer.predict(&crops).unwrap();
+    let (i, top) = scores.iter().enumerate().max_by(|a, b| a.1.score.total_cmp(&b.1.score)).unwrap();
+    assert_eq!(best[0].rect, rects[i]);
+    assert!((best[0].score - top.score).abs() < 1e-5);
+
+    // Same seed, same answer.
+    let again = exhaustive_crop_search(&scorer, &image, &req, |_, _| {}).unwrap();
+    assert_eq!(best, again);
+}
+
+#[test]
+fn fast_search_keeps_the_contract_and_agrees_with_brute_force() {
+    use loupe::crop::{FastCropOptions, fast_crop_search};
+    let scorer = tiny_scorer();
+    let mut agreements = 0;
+    let mut runs = 0;
+    for photo in ["rocket.jpg", "coffee.jpg", "chelsea.jpg"] {
+        let image = decode_image(&fixture_bytes(photo)).unwrap();
+        for aspect in ["1:1", "16:9", "4:5"] {
+            let mut req = request(aspect, 48, 11);
+            req.top_k = 3;
+            let options = FastCropOptions { rerank: 12, levels: 3 };
+            let mut last = (0, 0);
+            let fast = fast_crop_search(&scorer, &image, &req, &options, |d, t| last = (d, t)).unwrap();
+            assert_eq!(last.0, last.1, "progress must reach its total");
+            assert_eq!(fast.len(), 3);
+            assert!(fast.windows(2).all(|w| w[0].score >= w[1].score));
+            let candidates = random_candidates(image.width(), image.height(), &req).unwrap();
+            for c in &fast {
+                assert!(candidates.contains(&c.rect), "the fast search returned a rectangle that is not a candidate");
+            }
+            // Its scores are exact: re-scoring the winner gives the same number.
+            let exact_again = scorer.predict(&[fast[0].rect.crop(&image)]).unwrap()[0].score;
+            assert!((exact_again - fast[0].score).abs() < 1e-4);
+            assert_eq!(fast, fast_crop_search(&scorer, &image, &req, &options, |_, _| {}).unwrap(), "not deterministic");
+
+            let exact = exhaustive_crop_search(&scorer, &image, &req, |_, _| {}).unwrap();
+            assert!(fast[0].score <= exact[0].score + 1e-5);
+            runs += 1;
+            agreements += usize::from(fast[0].rect == exact[0].rect || exact[0].score - fast[0].score <= 0.05);
+        }
+    }
+    println!("fast vs brute force agreement: {agreements}/{runs}");
+    assert!(agreements * 10 >= runs * 7, "fast search agreed on only {agreements} of {runs}");
+}
+
+#[test]
+fn tiny_and_thin_images_give_a_clear_error_or_a_sensible_crop() {
+    use loupe::crop::{FastCropOptions, fast_crop_search};
+    let scorer = tiny_scorer();
+    // A 400x20 strip: a 16:1 frame fits (320x20 at most).
+    let thin = RgbImage::from_pixel(400, 20, image::Rgb([120, 80, 40]));
+    let crops = fast_crop_search(&scorer, &thin, &request("16:1", 8, 0), &FastCropOptions::default(), |_, _| {}).unwrap();
+    let r = crops[0].rect;
+    assert!(r.y + r.height <= 20 && r.x + r.width <= 400 && r.height >= 16);
+    // A 400x12 strip has no frame with both sides of 16 px.
+    let strip = RgbImage::from_pixel(400, 12, image::Rgb([120, 80, 40]));
+    for aspect in ["1:1", "16:1"] {
+        let error = fast_crop_search(&scorer, &strip, &request(aspect, 8, 0), &FastCropOptions::default(), |_, _| {}).unwrap_err();
+        assert!(error.to_string().contains("under 16 px"), "{aspect}: {error}");
+    }
+}

@@ -1,0 +1,165 @@
+//! Weight files: f32 → f16 round trip keeps outputs, and every broken file gives its own error.
+
+mod common;
+
+use common::*;
+use loupe::burn::tensor::{Distribution, Tensor};
+use loupe::model::{HeadKind, ModelConfig, OutputKind};
+use loupe::preprocess::InputConvention;
+use loupe::weights::{self, FORMAT_VERSION, MAGIC, Precision, WeightMetadata};
+
+fn tiny(output: OutputKind, head: HeadKind) -> ModelConfig {
+    ModelConfig::new(output, head).with_width_divisor(8)
+}
+
+fn metadata(config: ModelConfig, precision: Precision) -> WeightMetadata {
+    let mut metadata = WeightMetadata::new(config, InputConvention::CaffeBgr);
+    metadata.precision = precision;
+    metadata.provenance = "test".into();
+    metadata
+}
+
+/// Rebuild a file around `payload` with edited metadata (valid framing and checksum).
+fn reframe(metadata: &WeightMetadata, payload: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(metadata).unwrap();
+    let mut out = MAGIC.to_vec();
+    out.extend(FORMAT_VERSION.to_le_bytes());
+    out.extend((json.len() as u32).to_le_bytes());
+    out.extend(&json);
+    out.extend((payload.len() as u64).to_le_bytes());
+    out.extend(crc32fast::hash(payload).to_le_bytes());
+    out.extend(payload);
+    out
+}
+
+#[test]
+fn f16_round_trip_keeps_outputs() {
+    let device = flex();
+    let input = Tensor::<4>::random([2, 3, 224, 224], Distribution::Normal(0.0, 50.0), &device);
+    for (output, head) in [
+        (OutputKind::Regression, HeadKind::Compact),
+        (OutputKind::Histogram, HeadKind::Compact),
+        (OutputKind::Regression, HeadKind::Paper),
+    ] {
+        let config = tiny(output, head);
+        let net = config.init(&device).unwrap();
+        let expected = to_vec(net.forward(input.clone()));
+        for precision in [Precision::F32, Precision::F16] {
+            let bytes = weights::encode(&net, &metadata(config, precision)).unwrap();
+            let (loaded, meta) = weights::decode(&bytes, &device).unwrap();
+            assert_eq!(meta.model, config);
+            assert_eq!(meta.precision, precision);
+            let actual = to_vec(loaded.forward(input.clone()));
+            let error = relative_error(&actual, &expected);
+            println!("{output:?} {head:?} {precision:?}: relative error {error:.2e}");
+            let limit = if precision == Precision::F32 { 1e-6 } else { 1e-2 };
+            assert!(error < limit, "{output:?} {head:?} {precision:?}: {error}");
+        }
+    }
+}
+
+#[test]
+fn f16_files_are_half_the_size() {
+    let device = flex();
+    let config = tiny(OutputKind::Regression, HeadKind::Compact);
+    let net = config.init(&device).unwrap();
+    let f32_len = weights::encode(&net, &metadata(config, Precision::F32)).unwrap().len();
+    let f16_len = weights::encode(&net, &metadata(config, Precision::F16)).unwrap().len();
+    assert!((f16_len as f64) < 0.6 * f32_len as f64, "f16 {f16_len} vs f32 {f32_len}");
+}
+
+fn error_of(bytes: &[u8]) -> String {
+    match weights::decode(bytes, &flex()) {
+        Ok(_) => panic!("a broken file loaded"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn broken_files_give_clear_errors() {
+    let device = flex();
+    let config = tiny(OutputKind::Histogram, HeadKind::Compact);
+    let net = config.init(&device).unwrap();
+    let good = weights::encode(&net, &metadata(config, Precision::F16)).unwrap();
+    let (meta, payload) = weights::read_header(&good).unwrap();
+    let payload = payload.to_vec();
+
+    assert!(error_of(&[]).contains("too short"));
+    assert!(error_of(b"PK\x03\x04 this is a zip file, not weights").contains("wrong magic"));
+
+    let mut newer = good.clone();
+    newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    assert!(error_of(&newer).contains("upgrade Loupe"));
+
+    for cut in [20, good.len() / 2, good.len() - 1] {
+        let message = error_of(&good[..cut]);
+        assert!(message.contains("truncated"), "cut at {cut}: {message}");
+    }
+
+    let mut corrupt = good.clone();
+    let middle = good.len() - payload.len() / 2;
+    corrupt[middle] ^= 0x55;
+    assert!(error_of(&corrupt).contains("checksum"));
+
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"junk");
+    assert!(error_of(&trailing).contains("unexpected bytes"));
+
+    let mut bad_json = good.clone();
+    bad_json[16] = b'#';
+    assert!(error_of(&bad_json).contains("metadata"));
+
+    // Valid framing, but the tensors are those of another architecture.
+    let mut other_width = meta.clone();
+    other_width.model.width_divisor = 4;
+    assert!(error_of(&reframe(&other_width, &payload)).contains("do not fit"));
+    let mut other_head = meta.clone();
+    other_head.model.head = HeadKind::Paper;
+    assert!(error_of(&reframe(&other_head, &payload)).contains("do not fit"));
+    let mut other_output = meta.clone();
+    other_output.model.output = OutputKind::Regression;
+    assert!(error_of(&reframe(&other_output, &payload)).contains("do not fit"));
+    let mut absurd = meta;
+    absurd.model.width_divisor = 0;
+    assert!(error_of(&reframe(&absurd, &payload)).contains("width divisor"));
+}
+
+#[test]
+fn backbone_and_head_files_rebuild_the_model() {
+    use loupe::Scorer;
+    use loupe::weights::Part;
+    let device = flex();
+    let regression = tiny(OutputKind::Regression, HeadKind::Compact);
+    let histogram = tiny(OutputKind::Histogram, HeadKind::Compact);
+    let reg_net = regression.init(&device).unwrap();
+    // The histogram model shares the regression model's backbone (as frozen-backbone training does).
+    let mut hist_net = histogram.init(&device).unwrap();
+    hist_net.backbone = reg_net.backbone.clone();
+
+    let part = |net: &loupe::model::AestheticNet, config, part| {
+        let mut m = metadata(config, Precision::F32);
+        m.part = part;
+        weights::encode(net, &m).unwrap()
+    };
+    let backbone = part(&reg_net, regression, Part::Backbone);
+    let reg_head = part(&reg_net, regression, Part::Head);
+    let hist_head = part(&hist_net, histogram, Part::Head);
+    let full = weights::encode(&reg_net, &metadata(regression, Precision::F32)).unwrap();
+    assert!(reg_head.len() * 10 < full.len(), "a head file should be a small part of the model");
+
+    let scorers = Scorer::from_weight_files(&[&hist_head, &backbone, &reg_head], &device).unwrap();
+    assert_eq!(scorers.len(), 2);
+    let input = Tensor::<4>::random([1, 3, 224, 224], Distribution::Normal(0.0, 50.0), &device);
+    let by_kind = |kind| scorers.iter().find(|s| s.output() == kind).unwrap();
+    let expected = to_vec(reg_net.forward(input.clone()));
+    assert!(relative_error(&to_vec(by_kind(OutputKind::Regression).forward(input.clone())), &expected) < 1e-6);
+    let expected = to_vec(hist_net.forward(input.clone()));
+    assert!(relative_error(&to_vec(by_kind(OutputKind::Histogram).forward(input)), &expected) < 1e-6);
+
+    // A head without its backbone, a head with another backbone, a part where a model is expected.
+    assert!(Scorer::from_weight_files(&[&reg_head], &device).unwrap_err().to_string().contains("backbone file"));
+    let other = part(&histogram.init(&device).unwrap(), histogram, Part::Backbone);
+    assert!(Scorer::from_weight_files(&[&other, &reg_head], &device).unwrap_err().to_string().contains("needs backbone"));
+    assert!(error_of(&reg_head).contains("only a Head"));
+    assert!(Scorer::from_weight_files(&[&backbone], &device).is_err());
+}

@@ -1,0 +1,297 @@
+//! `loupe eval`: the paper's evaluation (Sec. 4.3–4.4) — MSE (Eq. 4), prediction range, MSE per
+//! score (Fig. 3), RMSER of the std (Eq. 5) — plus the field's usual SRCC, PLCC and 2-class
+//! accuracy at 5, on RS-test and ED-test; reported beside the paper's numbers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use loupe::Scorer;
+use loupe::model::OutputKind;
+use serde::Serialize;
+
+use crate::data::ImageFolder;
+use crate::labels::ImageLabel;
+use crate::splits::ScoreClass;
+
+/// One image: truth and prediction.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scored {
+    pub id: u64,
+    pub true_score: f32,
+    pub true_std: f32,
+    pub predicted_score: f32,
+    pub predicted_std: Option<f32>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Metrics {
+    pub images: usize,
+    pub mse: f64,
+    pub min_prediction: f64,
+    pub max_prediction: f64,
+    pub srcc: f64,
+    pub plcc: f64,
+    /// Share of images on the right side of 5 (the usual high/low split).
+    pub accuracy_at_5: f64,
+    /// Eq. 5, histogram models only.
+    pub rmser: Option<f64>,
+    /// MSE per half-point score bin (Fig. 3): (bin start, images, MSE).
+    pub mse_by_score: Vec<(f32, usize, f64)>,
+}
+
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+    cov / (vx * vy).sqrt()
+}
+
+/// Ranks with ties averaged.
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            ranks[order[k]] = rank;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&ranks(x), &ranks(y))
+}
+
+pub fn metrics(scored: &[Scored]) -> Metrics {
+    if scored.is_empty() {
+        return Metrics::default();
+    }
+    let truth: Vec<f64> = scored.iter().map(|s| f64::from(s.true_score)).collect();
+    let predicted: Vec<f64> = scored.iter().map(|s| f64::from(s.predicted_score)).collect();
+    let n = scored.len() as f64;
+    let mse = truth.iter().zip(&predicted).map(|(t, p)| (t - p).powi(2)).sum::<f64>() / n;
+    let accuracy_at_5 = truth.iter().zip(&predicted).filter(|(t, p)| (**t >= 5.0) == (**p >= 5.0)).count() as f64 / n;
+    let rmser = scored.iter().all(|s| s.predicted_std.is_some()).then(|| {
+        let squared: f64 = scored.iter().map(|s| (f64::from(s.predicted_std.unwrap()) - f64::from(s.true_std)).powi(2)).sum();
+        let mean_true_std: f64 = scored.iter().map(|s| f64::from(s.true_std)).sum::<f64>() / n;
+        (squared / n).sqrt() / mean_true_std
+    });
+    let mut by_bin: BTreeMap<i32, (usize, f64)> = BTreeMap::new();
+    for (t, p) in truth.iter().zip(&predicted) {
+        let entry = by_bin.entry((t * 2.0).floor() as i32).or_default();
+        entry.0 += 1;
+        entry.1 += (t - p).powi(2);
+    }
+    Metrics {
+        images: scored.len(),
+        mse,
+        min_prediction: predicted.iter().copied().fold(f64::INFINITY, f64::min),
+        max_prediction: predicted.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        srcc: spearman(&truth, &predicted),
+        plcc: pearson(&truth, &predicted),
+        accuracy_at_5,
+        rmser,
+        mse_by_score: by_bin.into_iter().map(|(bin, (count, sum))| (bin as f32 / 2.0, count, sum / count as f64)).collect(),
+    }
+}
+
+/// Predict every labelled image that can be read (failures are listed, not fatal) with every
+/// scorer. Scorers must share one backbone (same weights): it runs once per image.
+pub fn score_labels(scorers: &[&Scorer], labels: &[&ImageLabel], images: &ImageFolder, batch: usize) -> Result<Vec<Vec<Scored>>> {
+    let bar = ProgressBar::new(labels.len() as u64);
+    bar.set_style(ProgressStyle::with_template("evaluating {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")?);
+    let mut scored = vec![Vec::with_capacity(labels.len()); scorers.len()];
+    let Some(first) = scorers.first() else { return Ok(scored) };
+    for chunk in labels.chunks(batch.max(1)) {
+        let (loaded, inputs) = images.load_batch(chunk);
+        bar.inc(chunk.len() as u64);
+        if loaded.is_empty() {
+            continue;
+        }
+        let features = first.net.backbone.forward(first.input(&inputs));
+        for (scorer, out) in scorers.iter().zip(scored.iter_mut()) {
+            let output = scorer.net.head.forward(features.clone());
+            let predictions = scorer.to_predictions(output.into_data())?;
+            for (label, p) in loaded.iter().zip(predictions) {
+                out.push(Scored {
+                    id: label.id,
+                    true_score: label.mean(),
+                    true_std: label.std(),
+                    predicted_score: p.score,
+                    predicted_std: p.std,
+                });
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(scored)
+}
+
+/// "Balanced" subset for sets without an ED split: equal numbers from the paper's three classes
+/// when all three exist, else equal thirds by score tercile (lowest, middle, highest).
+pub fn balanced_subset<'a>(labels: &[&'a ImageLabel]) -> Vec<&'a ImageLabel> {
+    let classes = [ScoreClass::Low, ScoreClass::Average, ScoreClass::High];
+    let groups: Vec<Vec<&ImageLabel>> =
+        classes.iter().map(|&c| labels.iter().copied().filter(|l| ScoreClass::of(l.mean()) == c).collect()).collect();
+    let smallest = groups.iter().map(Vec::len).min().unwrap_or(0);
+    if smallest >= 10 {
+        return groups.into_iter().flat_map(|g| g.into_iter().take(smallest)).collect();
+    }
+    let mut sorted = labels.to_vec();
+    sorted.sort_by(|a, b| a.mean().total_cmp(&b.mean()));
+    let third = sorted.len() / 3;
+    let middle_start = (sorted.len() - third) / 2;
+    let mut subset = sorted[..third].to_vec();
+    subset.extend_from_slice(&sorted[middle_start..middle_start + third]);
+    subset.extend_from_slice(&sorted[sorted.len() - third..]);
+    subset
+}
+
+/// The paper's Tables 1 and 2, for the report.
+pub const PAPER_TABLE_1: [(&str, f64, f64); 2] = [("NSWR", 0.3373, 1.3951), ("SWR", 0.4847, 0.9754)];
+pub const PAPER_TABLE_2: (f64, f64, f64, f64) = (0.6358, 0.2675, 1.0109, 0.1957);
+
+pub fn report_markdown(model: OutputKind, weights_name: &str, sets: &[(String, Metrics)]) -> String {
+    let mut md = format!("# Evaluation of `{weights_name}`\n\n");
+    md += "| test set | images | MSE (Eq. 4) | range | SRCC | PLCC | acc@5 | RMSER (Eq. 5) |\n|---|---|---|---|---|---|---|---|\n";
+    for (name, m) in sets {
+        md += &format!(
+            "| {name} | {} | {:.4} | {:.2}..{:.2} | {:.3} | {:.3} | {:.1}% | {} |\n",
+            m.images,
+            m.mse,
+            m.min_prediction,
+            m.max_prediction,
+            m.srcc,
+            m.plcc,
+            100.0 * m.accuracy_at_5,
+            m.rmser.map_or("—".into(), |r| format!("{:.2}%", 100.0 * r))
+        );
+    }
+    md += "\n## Beside the paper\n\n";
+    match model {
+        OutputKind::Regression => {
+            md += "Table 1 (MSE): | model | RS-test | ED-test |\n|---|---|---|\n";
+            for (name, rs, ed) in PAPER_TABLE_1 {
+                md += &format!("| paper {name} | {rs:.4} | {ed:.4} |\n");
+            }
+        }
+        OutputKind::Histogram => {
+            let (rs_mse, rs_r, ed_mse, ed_r) = PAPER_TABLE_2;
+            md += "Table 2 (SWH): | set | MSE | RMSER |\n|---|---|---|\n";
+            md += &format!("| paper RS-test | {rs_mse:.4} | {:.2}% |\n| paper ED-test | {ed_mse:.4} | {:.2}% |\n", 100.0 * rs_r, 100.0 * ed_r);
+        }
+    }
+    for (name, m) in sets {
+        md += &format!("| this model, {name} | {:.4} | {} |\n", m.mse, m.rmser.map_or("—".into(), |r| format!("{:.2}%", 100.0 * r)));
+    }
+    md += "\nPaper prediction ranges: NSWR 3.54..6.46, SWR 2.06..7.53. MSE per score: `mse_by_score.svg`.\n";
+    md
+}
+
+/// Fig. 3: MSE per score, one line per test set.
+pub fn plot_mse_by_score(path: &Path, sets: &[(String, Metrics)]) -> Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let top = sets.iter().flat_map(|(_, m)| m.mse_by_score.iter().map(|b| b.2)).fold(0.1, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("MSE per aesthetic score (paper Fig. 3)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(1f32..10f32, 0f64..top * 1.1)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    chart.configure_mesh().x_desc("true score").y_desc("MSE").draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    for (i, (name, m)) in sets.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(m.mse_by_score.iter().map(|b| (b.0 + 0.25, b.2)), color.stroke_width(2)))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    }
+    chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+pub fn ensure_nonempty(sets: &[(String, Vec<&ImageLabel>)]) -> Result<()> {
+    if sets.iter().all(|(_, l)| l.is_empty()) {
+        bail!("no labelled test images to evaluate");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlations_by_hand() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert!((pearson(&x, &[2.0, 4.0, 6.0, 8.0]) - 1.0).abs() < 1e-12);
+        assert!((pearson(&x, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        // Monotone but not linear: Spearman 1, Pearson below 1.
+        let y = [1.0, 8.0, 27.0, 64.0];
+        assert!((spearman(&x, &y) - 1.0).abs() < 1e-12);
+        assert!(pearson(&x, &y) < 0.99);
+        assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
+    }
+
+    #[test]
+    fn metrics_by_hand() {
+        let s = |t: f32, p: f32, ts: f32, ps: f32| Scored { id: 0, true_score: t, true_std: ts, predicted_score: p, predicted_std: Some(ps) };
+        let m = metrics(&[s(3.0, 4.0, 1.0, 1.5), s(6.0, 6.0, 2.0, 2.0), s(8.0, 6.0, 1.5, 1.5)]);
+        assert!((m.mse - 5.0 / 3.0).abs() < 1e-9);
+        assert_eq!((m.min_prediction, m.max_prediction), (4.0, 6.0));
+        // Right side of 5: 3→4 yes, 6→6 yes, 8→6 yes.
+        assert_eq!(m.accuracy_at_5, 1.0);
+        // RMSER: sqrt((0.25 + 0 + 0)/3) / 1.5
+        assert!((m.rmser.unwrap() - (0.25f64 / 3.0).sqrt() / 1.5).abs() < 1e-9);
+        assert_eq!(m.mse_by_score.len(), 3);
+    }
+}
+
+/// The distillation set's crop-ranking check: for each source photo, the Spearman correlation
+/// between predicted and teacher scores over its undegraded crops (`variant` = `crop<x>,<y>,<w>,<h>`
+/// with no `+degradation`), averaged over photos with at least 3 such crops.
+pub fn crop_ranking_srcc(variants: &Path, scored: &[Scored]) -> Result<(f64, usize)> {
+    let predicted: BTreeMap<u64, &Scored> = scored.iter().map(|s| (s.id, s)).collect();
+    let mut by_photo: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut reader = csv::Reader::from_path(variants)?;
+    for row in reader.records() {
+        let row = row?;
+        let (Some(id), Some(photo), Some(variant)) = (row.get(0), row.get(2), row.get(3)) else { continue };
+        if !variant.starts_with("crop") || variant.contains('+') {
+            continue;
+        }
+        if let Some(s) = id.parse::<u64>().ok().and_then(|id| predicted.get(&id)) {
+            by_photo.entry(photo.to_string()).or_default().push((f64::from(s.true_score), f64::from(s.predicted_score)));
+        }
+    }
+    let correlations: Vec<f64> = by_photo
+        .values()
+        .filter(|pairs| pairs.len() >= 3)
+        .map(|pairs| {
+            let (truth, predicted): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+            spearman(&truth, &predicted)
+        })
+        .filter(|r| r.is_finite())
+        .collect();
+    if correlations.is_empty() {
+        bail!("{}: no photo with 3 or more undegraded crops among the evaluated images", variants.display());
+    }
+    Ok((correlations.iter().sum::<f64>() / correlations.len() as f64, correlations.len()))
+}

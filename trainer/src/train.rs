@@ -1,0 +1,587 @@
+//! `loupe train`: the paper's fine-tuning (Sec. 4.2) with the weighted losses, on any device.
+//!
+//! Whole image → 224x224, no crop, no augmentation; ImageNet init; LR divided by 10 when the
+//! training loss stops decreasing ([`Plateau`]); a checkpoint after every epoch, so `--resume`
+//! after a crash or `kill -9` loses no finished epoch. `--freeze-backbone` computes the VGG16
+//! features once and trains only the head (practical on a CPU).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use loupe::crop::SplitMix64;
+use loupe::model::{AestheticNet, HeadKind, ModelConfig, OutputKind};
+use loupe::preprocess::{InputConvention, input_batch};
+use loupe::weights::{self, Precision, WeightMetadata};
+use serde::{Deserialize, Serialize};
+
+use crate::data::ImageFolder;
+use crate::labels::{ImageLabel, Labels};
+use crate::losses::{weighted_chi_square, weighted_emd, weighted_mse};
+use crate::splits::{PAPER_BINS, SampleWeights, Splits, sample_weights, shuffle};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HistogramLoss {
+    /// Weighted chi-square distance (the paper, Eq. 3).
+    ChiSquare,
+    /// NIMA's earth mover's distance, to compare.
+    Emd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Adam,
+    Sgd,
+}
+
+/// Everything that defines a run; saved with each checkpoint so `--resume` continues the same run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub labels: PathBuf,
+    pub images: PathBuf,
+    pub splits: Option<PathBuf>,
+    pub model: ModelConfig,
+    pub input: InputConvention,
+    pub init: String,
+    pub weighted: bool,
+    pub bins: usize,
+    pub max_weight: Option<f32>,
+    pub histogram_loss: HistogramLoss,
+    pub optimizer: Optimizer,
+    pub epochs: usize,
+    pub lr: f64,
+    pub batch: usize,
+    pub freeze_backbone: bool,
+    pub plateau_patience: usize,
+    pub seed: u64,
+}
+
+/// What a finished epoch leaves behind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub images: usize,
+    pub seconds: f64,
+}
+
+/// "LR divided by 10 when the training loss stops decreasing" — burn has no plateau scheduler.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plateau {
+    pub lr: f64,
+    pub best_loss: f64,
+    pub epochs_without_improvement: usize,
+    pub patience: usize,
+}
+
+impl Plateau {
+    pub fn new(lr: f64, patience: usize) -> Self {
+        Self { lr, best_loss: f64::INFINITY, epochs_without_improvement: 0, patience: patience.max(1) }
+    }
+
+    /// Record an epoch's training loss; returns the learning rate for the next epoch.
+    pub fn step(&mut self, loss: f64) -> f64 {
+        // "Decreasing" means by more than noise: 0.1% relative.
+        if loss < self.best_loss * (1.0 - 1e-3) {
+            self.best_loss = loss;
+            self.epochs_without_improvement = 0;
+        } else {
+            self.epochs_without_improvement += 1;
+            if self.epochs_without_improvement >= self.patience {
+                self.lr /= 10.0;
+                self.epochs_without_improvement = 0;
+            }
+        }
+        self.lr
+    }
+}
+
+/// `<out>/checkpoint/state.json`: the last COMPLETE epoch and where its files are.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub config: TrainConfig,
+    pub epochs_done: usize,
+    pub plateau: Plateau,
+    pub history: Vec<EpochRecord>,
+    pub failed_images: BTreeMap<u64, String>,
+}
+
+pub struct Checkpoints {
+    dir: PathBuf,
+}
+
+impl Checkpoints {
+    pub fn new(out: &Path) -> Self {
+        Self { dir: out.join("checkpoint") }
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+
+    fn epoch_dir(&self, epoch: usize) -> PathBuf {
+        self.dir.join(format!("epoch-{epoch:03}"))
+    }
+
+    pub fn load_state(&self) -> Result<Option<CheckpointState>> {
+        let path = self.state_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)?;
+        Ok(Some(serde_json::from_str(&text).with_context(|| format!("corrupt {}", path.display()))?))
+    }
+
+    /// Model and optimizer of the last complete epoch.
+    pub fn load(&self, state: &CheckpointState, net: AestheticNet, optimizer: ModuleOptimizer) -> Result<(AestheticNet, ModuleOptimizer)> {
+        let dir = self.epoch_dir(state.epochs_done);
+        let net = net
+            .try_load_file(dir.join("model.bpk"))
+            .map_err(|e| anyhow::anyhow!("checkpoint model: {e:?}"))?;
+        let optimizer = optimizer
+            .load(dir.join("optimizer.bpk"))
+            .map_err(|e| anyhow::anyhow!("checkpoint optimizer: {e:?}"))?;
+        Ok((net, optimizer))
+    }
+
+    /// Write the epoch's files first, then switch `state.json` to them with an atomic rename: a
+    /// kill at any moment leaves the previous complete epoch loadable.
+    pub fn save(&self, state: &CheckpointState, net: &AestheticNet, optimizer: &ModuleOptimizer) -> Result<()> {
+        let dir = self.epoch_dir(state.epochs_done);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        net.clone().save_file(dir.join("model.bpk")).map_err(|e| anyhow::anyhow!("saving the model: {e:?}"))?;
+        optimizer.save(dir.join("optimizer.bpk")).map_err(|e| anyhow::anyhow!("saving the optimizer: {e:?}"))?;
+        let temporary = self.dir.join("state.json.tmp");
+        std::fs::write(&temporary, serde_json::to_vec_pretty(state)?)?;
+        std::fs::rename(&temporary, self.state_path())?;
+        // Older epochs are no longer needed.
+        if state.epochs_done >= 2 {
+            let _ = std::fs::remove_dir_all(self.epoch_dir(state.epochs_done - 2));
+        }
+        Ok(())
+    }
+}
+
+pub fn make_optimizer(kind: Optimizer) -> ModuleOptimizer {
+    match kind {
+        Optimizer::Adam => AdamConfig::new().init(),
+        Optimizer::Sgd => SgdConfig::new()
+            .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+            .init(),
+    }
+}
+
+/// The initial network: a `.loupe` file, ImageNet weights (`.safetensors`/`.pth`) or `random`.
+fn initial_net(config: &TrainConfig, device: &Device) -> Result<(AestheticNet, bool)> {
+    match config.init.as_str() {
+        "random" => Ok((config.model.init(device)?, false)),
+        path if path.ends_with(".loupe") => {
+            let (net, metadata) = weights::decode(&std::fs::read(path).with_context(|| format!("cannot read {path}"))?, device)?;
+            if metadata.model != config.model {
+                bail!("{path} holds a {:?} model, but {:?} was asked for", metadata.model, config.model);
+            }
+            Ok((net, metadata.head_trained))
+        }
+        path => {
+            let mut net = config.model.init(device)?;
+            loupe::imagenet::import_imagenet(&mut net, Path::new(path))?;
+            Ok((net, false))
+        }
+    }
+}
+
+/// The training labels' mean score and mean histogram (the untrained head's starting point).
+fn label_means(train: &[ImageLabel]) -> (f32, [f32; 10]) {
+    let n = train.len() as f32;
+    let mut histogram = [0f32; 10];
+    for label in train {
+        for (m, p) in histogram.iter_mut().zip(label.histogram()) {
+            *m += p / n;
+        }
+    }
+    (train.iter().map(|l| l.mean()).sum::<f32>() / n, histogram)
+}
+
+pub struct TrainOutcome {
+    pub net: AestheticNet,
+    pub state: CheckpointState,
+}
+
+/// The training labels and their per-image sample weights (Eq. 1 on train only, or all 1).
+pub fn training_set(config: &TrainConfig, labels: &Labels) -> Result<(Vec<ImageLabel>, SampleWeights)> {
+    let train: Vec<ImageLabel> = match &config.splits {
+        Some(dir) => {
+            let splits = Splits::read(dir)?;
+            let by_id: BTreeMap<u64, &ImageLabel> = labels.images.iter().map(|l| (l.id, l)).collect();
+            splits.train.iter().filter_map(|id| by_id.get(id).map(|l| (*l).clone())).collect()
+        }
+        None => labels.images.clone(),
+    };
+    if train.is_empty() {
+        bail!("no training images");
+    }
+    let scores: Vec<f32> = train.iter().map(|l| l.mean()).collect();
+    Ok((train, sample_weights(&scores, config.bins, config.max_weight)))
+}
+
+/// Identifies a backbone's weights (and input convention) for the feature cache.
+pub fn backbone_key(net: &AestheticNet, input: InputConvention) -> String {
+    let id = weights::backbone_id(net).unwrap_or_else(|_| "vgg16-unknown".into());
+    format!("{id}-{input:?}").to_lowercase()
+}
+
+pub fn train(config: TrainConfig, out: &Path, resume: bool, device: Device, feature_cache_dir: Option<&Path>) -> Result<TrainOutcome> {
+    std::fs::create_dir_all(out)?;
+    let checkpoints = Checkpoints::new(out);
+    let previous = if resume { checkpoints.load_state()? } else { None };
+    if !resume && checkpoints.load_state()?.is_some() {
+        bail!("{} already holds a run: pass --resume to continue it, or choose another --out", out.display());
+    }
+    let config = match &previous {
+        Some(state) => {
+            eprintln!("resuming after epoch {} of {}", state.epochs_done, state.config.epochs);
+            state.config.clone()
+        }
+        None => config,
+    };
+
+    let labels = Labels::read(&config.labels)?;
+    for line in labels.report_bad_rows() {
+        eprintln!("labels: skipped {line}");
+    }
+    let (train_labels, weights) = training_set(&config, &labels)?;
+    let (w_min, w_max) = weights.range();
+    eprintln!(
+        "{} training images; sample weights {} (range {w_min:.3}..{w_max:.1})",
+        train_labels.len(),
+        if config.weighted { "on" } else { "off (all 1)" }
+    );
+
+    let device = device.autodiff();
+    device.seed(config.seed);
+    let (mut net, head_trained) = initial_net(&config, &device)?;
+    let mut optimizer = make_optimizer(config.optimizer);
+    let mut state = match previous {
+        Some(state) => {
+            let (loaded_net, loaded_optimizer) = checkpoints.load(&state, net, optimizer)?;
+            net = loaded_net;
+            optimizer = loaded_optimizer;
+            state
+        }
+        None => {
+            if !head_trained {
+                let (mean_score, mean_histogram) = label_means(&train_labels);
+                net.centre_output(mean_score, mean_histogram);
+            }
+            CheckpointState {
+                config: config.clone(),
+                epochs_done: 0,
+                plateau: Plateau::new(config.lr, config.plateau_patience),
+                history: Vec::new(),
+                failed_images: BTreeMap::new(),
+            }
+        }
+    };
+    if config.freeze_backbone {
+        net.backbone = net.backbone.freeze();
+    }
+
+    let images = ImageFolder::new(&config.images, false);
+    let features = if config.freeze_backbone {
+        let cache_file = feature_cache_dir.map(|dir| dir.join(format!("{}.features", backbone_key(&net, config.input))));
+        Some(FeatureCache::load_or_compute(&net, &train_labels, &images, config.input, config.batch, &device.clone().inner(), cache_file.as_deref())?)
+    } else {
+        None
+    };
+    let usable: Vec<&ImageLabel> = train_labels
+        .iter()
+        .filter(|l| features.as_ref().is_none_or(|f| f.contains(l.id)) && !state.failed_images.contains_key(&l.id))
+        .collect();
+    if usable.is_empty() {
+        bail!("none of the training images could be read from {}", config.images.display());
+    }
+
+    for epoch in state.epochs_done + 1..=config.epochs {
+        let started = std::time::Instant::now();
+        let lr = state.plateau.lr;
+        let mut order = usable.clone();
+        shuffle(&mut order, &mut SplitMix64::new(config.seed ^ (epoch as u64).wrapping_mul(0x9E37)));
+        let bar = ProgressBar::new(order.len() as u64);
+        bar.set_style(ProgressStyle::with_template("epoch {msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")?);
+        let (mut loss_sum, mut weight_sum, mut seen) = (0.0f64, 0.0f64, 0usize);
+        for batch in order.chunks(config.batch) {
+            let (batch, output) = match &features {
+                Some(cache) => (batch.to_vec(), net.head.forward(cache.batch(batch, &device))),
+                None => {
+                    let (loaded, inputs) = images.load_batch(batch);
+                    if loaded.is_empty() {
+                        bar.inc(batch.len() as u64);
+                        continue;
+                    }
+                    (loaded, net.forward(input_batch(&inputs, config.input, &device)))
+                }
+            };
+            let sample_w: Vec<f32> =
+                batch.iter().map(|l| if config.weighted { weights.weight(l.mean()) } else { 1.0 }).collect();
+            let batch_weight: f64 = sample_w.iter().map(|&w| f64::from(w)).sum();
+            let w = Tensor::<1>::from_data(TensorData::new(sample_w, [batch.len()]), &device);
+            let loss = batch_loss(config.model.output, config.histogram_loss, output, &batch, w, &device);
+            let value = f64::from(loss.clone().into_scalar::<f32>());
+            if !value.is_finite() {
+                bail!("the loss became {value} in epoch {epoch}: lower --lr");
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optimizer.step(lr, net, grads);
+            loss_sum += value * batch_weight;
+            weight_sum += batch_weight;
+            seen += batch.len();
+            bar.set_message(format!("{epoch}/{} loss {:.4} lr {lr:.0e}", config.epochs, loss_sum / weight_sum));
+            bar.inc(batch.len() as u64);
+        }
+        bar.finish_and_clear();
+        state.failed_images.extend(images.failures());
+        let epoch_loss = loss_sum / weight_sum.max(f64::MIN_POSITIVE);
+        state.plateau.step(epoch_loss);
+        state.history.push(EpochRecord { epoch, loss: epoch_loss, lr, images: seen, seconds: started.elapsed().as_secs_f64() });
+        state.epochs_done = epoch;
+        checkpoints.save(&state, &net, &optimizer)?;
+        eprintln!(
+            "epoch {epoch}/{}: loss {epoch_loss:.5} (lr {lr:.0e}, {seen} images, {:.1}s){}",
+            config.epochs,
+            started.elapsed().as_secs_f64(),
+            if state.plateau.lr < lr { format!("; loss plateaued: lr → {:.0e}", state.plateau.lr) } else { String::new() }
+        );
+    }
+    if !state.failed_images.is_empty() {
+        eprintln!("{} images could not be read and were skipped (listed in the run report)", state.failed_images.len());
+    }
+    Ok(TrainOutcome { net: net.valid(), state })
+}
+
+fn batch_loss(
+    output_kind: OutputKind,
+    histogram_loss: HistogramLoss,
+    output: Tensor<2>,
+    batch: &[&ImageLabel],
+    weights: Tensor<1>,
+    device: &Device,
+) -> Tensor<1> {
+    let n = batch.len();
+    match output_kind {
+        OutputKind::Regression => {
+            let target: Vec<f32> = batch.iter().map(|l| l.mean()).collect();
+            let target = Tensor::<1>::from_data(TensorData::new(target, [n]), device);
+            weighted_mse(output.reshape([n]), target, weights)
+        }
+        OutputKind::Histogram => {
+            let target: Vec<f32> = batch.iter().flat_map(|l| l.histogram()).collect();
+            let target = Tensor::<2>::from_data(TensorData::new(target, [n, 10]), device);
+            match histogram_loss {
+                HistogramLoss::ChiSquare => weighted_chi_square(output, target, weights),
+                HistogramLoss::Emd => weighted_emd(output, target, weights),
+            }
+        }
+    }
+}
+
+/// Backbone features of every training image, computed once (frozen-backbone training).
+pub struct FeatureCache {
+    features: BTreeMap<u64, Vec<f32>>,
+    shape: [usize; 3],
+}
+
+impl FeatureCache {
+    /// Features from `cache_file` when it holds every image, else computed (and the file written).
+    pub fn load_or_compute(
+        net: &AestheticNet,
+        labels: &[ImageLabel],
+        images: &ImageFolder,
+        input: InputConvention,
+        batch: usize,
+        device: &Device,
+        cache_file: Option<&Path>,
+    ) -> Result<Self> {
+        let mut cached = match cache_file {
+            Some(path) if path.exists() => Self::read(path).unwrap_or_else(|e| {
+                eprintln!("feature cache {} unreadable ({e}); recomputing", path.display());
+                Self { features: BTreeMap::new(), shape: [0; 3] }
+            }),
+            _ => Self { features: BTreeMap::new(), shape: [0; 3] },
+        };
+        let missing: Vec<ImageLabel> = labels.iter().filter(|l| !cached.contains(l.id)).cloned().collect();
+        if missing.is_empty() {
+            eprintln!("backbone features: all {} from the cache", labels.len());
+            return Ok(cached);
+        }
+        let computed = Self::compute(net, &missing, images, input, batch, device)?;
+        cached.shape = computed.shape;
+        cached.features.extend(computed.features);
+        if let Some(path) = cache_file {
+            cached.write(path)?;
+        }
+        Ok(cached)
+    }
+
+    /// `[c, h, w]` u32 LE, then per image: id u64 LE and c·h·w f32 LE.
+    fn write(&self, path: &Path) -> Result<()> {
+        use std::io::Write;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let temporary = path.with_extension("tmp");
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&temporary)?);
+        for d in self.shape {
+            file.write_all(&(d as u32).to_le_bytes())?;
+        }
+        for (id, row) in &self.features {
+            file.write_all(&id.to_le_bytes())?;
+            for v in row {
+                file.write_all(&v.to_le_bytes())?;
+            }
+        }
+        file.flush()?;
+        drop(file);
+        std::fs::rename(&temporary, path)?;
+        Ok(())
+    }
+
+    fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)?;
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
+        if bytes.len() < 12 {
+            bail!("too short");
+        }
+        let shape = [u32_at(0), u32_at(4), u32_at(8)];
+        let row = shape.iter().product::<usize>();
+        let record = 8 + 4 * row;
+        if row == 0 || (bytes.len() - 12) % record != 0 {
+            bail!("truncated");
+        }
+        let features = bytes[12..]
+            .chunks_exact(record)
+            .map(|r| {
+                let id = u64::from_le_bytes(r[..8].try_into().unwrap());
+                (id, r[8..].chunks_exact(4).map(|f| f32::from_le_bytes(f.try_into().unwrap())).collect())
+            })
+            .collect();
+        Ok(Self { features, shape })
+    }
+
+    pub fn compute(
+        net: &AestheticNet,
+        labels: &[ImageLabel],
+        images: &ImageFolder,
+        input: InputConvention,
+        batch: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let backbone = net.backbone.valid().to_device(device);
+        let bar = ProgressBar::new(labels.len() as u64);
+        bar.set_style(ProgressStyle::with_template("backbone features {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")?);
+        let mut features = BTreeMap::new();
+        let mut shape = [0; 3];
+        let refs: Vec<&ImageLabel> = labels.iter().collect();
+        for chunk in refs.chunks(batch.max(1)) {
+            let (loaded, inputs) = images.load_batch(chunk);
+            bar.inc(chunk.len() as u64);
+            if loaded.is_empty() {
+                continue;
+            }
+            let map = backbone.forward(input_batch(&inputs, input, device));
+            let [n, c, h, w] = map.dims();
+            shape = [c, h, w];
+            let values = map.into_data().try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            for (label, row) in loaded.iter().zip(values.chunks_exact(c * h * w)) {
+                features.insert(label.id, row.to_vec());
+            }
+            debug_assert_eq!(n, loaded.len());
+        }
+        bar.finish_and_clear();
+        Ok(Self { features, shape })
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.features.contains_key(&id)
+    }
+
+    pub fn batch(&self, labels: &[&ImageLabel], device: &Device) -> Tensor<4> {
+        let [c, h, w] = self.shape;
+        let data: Vec<f32> = labels.iter().flat_map(|l| self.features[&l.id].iter().copied()).collect();
+        Tensor::from_data(TensorData::new(data, [labels.len(), c, h, w]), device)
+    }
+}
+
+/// The trained network as a Loupe weight file, its metadata saying how it was made.
+pub fn export(net: &AestheticNet, state: &CheckpointState, precision: Precision, metrics: serde_json::Value) -> Result<Vec<u8>> {
+    let config = &state.config;
+    let mut metadata = WeightMetadata::new(config.model, config.input);
+    metadata.precision = precision;
+    metadata.head_trained = true;
+    metadata.provenance = format!(
+        "trained by `loupe train` from {} on {} ({} epochs{})",
+        config.init,
+        config.labels.display(),
+        state.epochs_done,
+        if config.freeze_backbone { ", frozen backbone" } else { "" }
+    );
+    metadata.licence = "VGG16 ImageNet weights by the Oxford Visual Geometry Group (Simonyan & Zisserman), CC BY 4.0".into();
+    let last = state.history.last().cloned().unwrap_or_default();
+    metadata.training = serde_json::json!({
+        "labels": config.labels,
+        "splits": config.splits,
+        "train_images": last.images,
+        "epochs": state.epochs_done,
+        "sample_weights": if config.weighted { format!("Eq. 1, {} bins", config.bins) } else { "none".into() },
+        "max_weight": config.max_weight,
+        "loss": match (config.model.output, config.histogram_loss) {
+            (OutputKind::Regression, _) => if config.weighted { "WMSE (Eq. 2)" } else { "MSE" },
+            (OutputKind::Histogram, HistogramLoss::ChiSquare) => if config.weighted { "weighted chi-square (Eq. 3)" } else { "chi-square" },
+            (OutputKind::Histogram, HistogramLoss::Emd) => "EMD",
+        },
+        "optimizer": config.optimizer,
+        "lr": config.lr,
+        "batch": config.batch,
+        "freeze_backbone": config.freeze_backbone,
+        "seed": config.seed,
+        "final_loss": last.loss,
+        "failed_images": state.failed_images.len(),
+    });
+    metadata.metrics = metrics;
+    Ok(weights::encode(net, &metadata)?)
+}
+
+pub const DEFAULT_BINS: usize = PAPER_BINS;
+
+/// Defaults used by `loupe train` (kept together so the CLI and the tests agree).
+pub fn default_config(labels: PathBuf, images: PathBuf, output: OutputKind, head: HeadKind) -> TrainConfig {
+    TrainConfig {
+        labels,
+        images,
+        splits: None,
+        model: ModelConfig::new(output, head),
+        input: InputConvention::CaffeBgr,
+        init: "random".into(),
+        weighted: true,
+        bins: DEFAULT_BINS,
+        max_weight: None,
+        histogram_loss: HistogramLoss::ChiSquare,
+        optimizer: Optimizer::Adam,
+        epochs: 20,
+        lr: 1e-5,
+        batch: 16,
+        freeze_backbone: false,
+        plateau_patience: 1,
+        seed: 0,
+    }
+}

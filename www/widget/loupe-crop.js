@@ -1,0 +1,82 @@
+// Loupe's embeddable crop widget. One script tag on a host page:
+//   <script type="module" src="/loupe/widget/loupe-crop.js"></script>
+//   <loupe-crop src="photo.jpg" aspect="16:9" candidates="64"></loupe-crop>
+// or from code:  const [best] = await loupeCrop(imageOrUrlOrBlob, { aspect: "1:1" });
+// Everything runs in the visitor's browser (a Web Worker, WebGPU or CPU); images never leave it.
+import { LoupeClient } from "../client.js";
+
+let sharedClient = null;
+function client() {
+  sharedClient ??= new LoupeClient({ weights: new URL("../weights/", import.meta.url).href });
+  return sharedClient;
+}
+
+async function toBytes(image) {
+  if (image instanceof ArrayBuffer) return image;
+  if (image instanceof Blob) return image.arrayBuffer();
+  const url = typeof image === "string" ? image : image?.currentSrc || image?.src;
+  if (!url) throw new Error("loupeCrop: pass an image URL, <img>, Blob or ArrayBuffer");
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`loupeCrop: ${url}: HTTP ${response.status}`);
+  return response.arrayBuffer();
+}
+
+/**
+ * The best crops of an image, best first: [{x, y, width, height, score}].
+ * @param {string|HTMLImageElement|Blob|ArrayBuffer} image
+ * @param {{aspect?:string, width?:number, height?:number, candidates?:number, seed?:number, topK?:number}} [options]
+ */
+export async function loupeCrop(image, options = {}) {
+  const bytes = await toBytes(image);
+  return client().crop(bytes, { aspect: "1:1", candidates: 64, seed: 1, topK: 5, ...options }, options.onProgress);
+}
+
+class LoupeCropElement extends HTMLElement {
+  static observedAttributes = ["src", "aspect", "candidates"];
+
+  constructor() {
+    super();
+    const root = this.attachShadow({ mode: "open" });
+    root.innerHTML = `<style>:host{display:inline-block;position:relative}canvas{max-width:100%;display:block}
+      p{margin:.25rem 0;font:12px system-ui;color:#5d6875}</style><canvas part="canvas" role="img"></canvas><p part="status"></p>`;
+    this.canvas = root.querySelector("canvas");
+    this.status = root.querySelector("p");
+    this.run = 0;
+  }
+
+  attributeChangedCallback() {
+    if (this.isConnected) this.render();
+  }
+
+  connectedCallback() {
+    this.render();
+  }
+
+  async render() {
+    const src = this.getAttribute("src");
+    if (!src) return;
+    const run = ++this.run;
+    const aspect = this.getAttribute("aspect") || "1:1";
+    const candidates = Number(this.getAttribute("candidates")) || 64;
+    this.status.textContent = "Finding the best crop…";
+    this.dataset.state = "working";
+    try {
+      const bytes = await toBytes(new URL(src, document.baseURI).href);
+      const bitmap = await createImageBitmap(new Blob([bytes]), { imageOrientation: "from-image" });
+      const [best] = await client().crop(bytes, { aspect, candidates, seed: 1, topK: 1 });
+      if (run !== this.run) return;
+      this.canvas.width = best.width;
+      this.canvas.height = best.height;
+      this.canvas.getContext("2d").drawImage(bitmap, best.x, best.y, best.width, best.height, 0, 0, best.width, best.height);
+      this.canvas.setAttribute("aria-label", `Best ${aspect} crop of ${src}`);
+      this.status.textContent = `Best ${aspect} crop, score ${best.score.toFixed(2)}`;
+      Object.assign(this.dataset, { state: "done", x: best.x, y: best.y, width: best.width, height: best.height });
+      this.dispatchEvent(new CustomEvent("loupe-crop", { detail: best }));
+    } catch (error) {
+      this.status.textContent = `Could not crop: ${error.message}`;
+      this.dataset.state = "error";
+    }
+  }
+}
+
+customElements.define("loupe-crop", LoupeCropElement);
