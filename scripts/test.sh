@@ -28,7 +28,8 @@ cargo test --workspace --locked
 
 echo "== browser tests: building the app"
 ./scripts/build-web.sh
-cargo build --locked -p loupe-trainer
+# The CLI that `cargo test --workspace` built (a `-p` build would resolve burn's features anew
+# and rebuild it from scratch).
 loupe="$CARGO_TARGET_DIR/debug/loupe"
 weights="$CARGO_TARGET_DIR/browser-test-weights"
 rm -rf "$weights" && mkdir -p "$weights/full" "$weights/tiny"

@@ -118,6 +118,7 @@ impl AestheticNet {
         let device = output.weight.val().device();
         let outputs = bias.len();
         output.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(bias, [outputs]), &device)));
-        output.weight = output.weight.clone().map(|w| w.mul_scalar(0.1));
+        // A fresh leaf (detached): a computed weight would tie every step to this one graph.
+        output.weight = Param::from_tensor(output.weight.val().mul_scalar(0.1).detach());
     }
 }

@@ -6,7 +6,7 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{PaddingConfig2d, Relu};
+use burn::nn::{Initializer, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 
 /// VGG16's configuration "D": channel counts, `None` = 2x2 max-pool.
@@ -47,8 +47,12 @@ impl Vgg16 {
             match entry {
                 Some(channels) => {
                     let out_channels = scaled_channels(channels, width_divisor);
+                    // He initialisation for ReLU networks (as torchvision inits VGG): a randomly
+                    // initialised stack of 13 convolutions keeps its signal instead of fading
+                    // into the biases. (ImageNet weights replace it in every real model.)
                     let conv = Conv2dConfig::new([in_channels, out_channels], [3, 3])
                         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .with_initializer(Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: true })
                         .init(device);
                     features.push(VggLayer::Conv(conv));
                     features.push(VggLayer::Relu(Relu::new()));
