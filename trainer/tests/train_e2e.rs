@@ -169,3 +169,53 @@ fn a_killed_run_resumes_without_losing_an_epoch() {
     let inspect = loupe(&["inspect", out.join("model.loupe").to_str().unwrap()]);
     assert!(inspect.contains("\"head_trained\": true") && inspect.contains("histogram"));
 }
+
+/// `loupe data split` on a real slice of AVA.txt (3000 rows of the original format, plus a few
+/// broken rows): the paper's classes, disjoint sets, the same files for the same seed.
+#[test]
+fn data_split_on_real_ava_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ava_val_slice.txt")).unwrap();
+    text += "3001 999999991 1 2 3\n3002 999999992 0 0 0 0 0 0 0 0 0 0 0 0 1\n3003 999999993 a 2 3 4 5 6 7 8 9 10 0 0 1\n";
+    let labels = dir.path().join("AVA.txt");
+    std::fs::write(&labels, text).unwrap();
+    let labels = labels.to_str().unwrap();
+    let split = |name: &str, seed: &str| {
+        let out = dir.path().join(name);
+        let output = Command::new(LOUPE)
+            .args(["data", "split", "--labels", labels, "--rs", "300", "--ed-per-class", "30", "--seed", seed, "-o", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let read = |f: &str| -> Vec<u64> {
+            std::fs::read_to_string(out.join(f)).unwrap().lines().map(|l| l.parse().unwrap()).collect()
+        };
+        (read("train.txt"), read("rs_test.txt"), read("ed_test.txt"), stderr)
+    };
+    let (train, rs, ed, stderr) = split("a", "5");
+    // The three broken rows are reported with their line numbers and skipped.
+    for line in ["line 3001", "line 3002", "line 3003"] {
+        assert!(stderr.contains(line), "{line} not reported: {stderr}");
+    }
+    assert_eq!((rs.len(), ed.len(), train.len()), (300, 90, 3000 - 390));
+    let all: std::collections::HashSet<u64> = train.iter().chain(&rs).chain(&ed).copied().collect();
+    assert_eq!(all.len(), 3000, "sets overlap");
+    // ED-test: 30 images with score < 4, 30 with 4..7, 30 above 7 (checked against the rows).
+    let score_of: std::collections::HashMap<u64, f64> = std::fs::read_to_string(labels)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let counts: Vec<f64> = f.get(2..12)?.iter().map(|c| c.parse().ok()).collect::<Option<_>>()?;
+            let votes: f64 = counts.iter().sum();
+            Some((f[1].parse().ok()?, counts.iter().enumerate().map(|(k, c)| (k + 1) as f64 * c).sum::<f64>() / votes))
+        })
+        .collect();
+    let classes = |lo: f64, hi: f64| ed.iter().filter(|id| (lo..hi).contains(&score_of[id])).count();
+    assert_eq!((classes(0.0, 4.0), classes(4.0, 7.000001), classes(7.000001, 11.0)), (30, 30, 30));
+    let (train2, rs2, ed2, _) = split("b", "5");
+    assert_eq!((train, rs, ed), (train2, rs2, ed2), "not deterministic per seed");
+    let (_, rs3, _, _) = split("c", "6");
+    assert_ne!(rs3, split("d", "5").1);
+}
