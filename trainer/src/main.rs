@@ -113,17 +113,25 @@ enum DataCommand {
     },
 }
 
+/// Labelled images, as `train` and `eval` read them.
 #[derive(clap::Args)]
-struct TrainArgs {
+struct DataArgs {
     /// AVA.txt-format labels (or the count CSV).
     #[arg(long)]
     labels: PathBuf,
     /// Folder of <id>.jpg images.
     #[arg(long)]
     images: PathBuf,
-    /// Split folder (train.txt is used); default: every labelled image is training data.
+    /// Split folder from `loupe data split`: train uses train.txt, eval RS-test and ED-test.
+    /// Without it, train uses every labelled image; eval uses all of them and a balanced subset.
     #[arg(long)]
     splits: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
     #[arg(long, value_enum, default_value = "regression")]
     model: OutputArg,
     #[arg(long, value_enum, default_value = "compact")]
@@ -181,14 +189,8 @@ struct TrainArgs {
 struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long)]
-    labels: PathBuf,
-    #[arg(long)]
-    images: PathBuf,
-    /// Split folder: evaluates RS-test and ED-test. Without it: all labelled images, and a
-    /// balanced subset of them.
-    #[arg(long)]
-    splits: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// The distillation set's variants.csv: also report the mean per-photo SRCC over undegraded crops.
     #[arg(long)]
     variants: Option<PathBuf>,
@@ -622,7 +624,7 @@ fn report_bad_rows(labels: &labels::Labels) {
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {
-    let mut config = train::default_config(args.labels, args.images, args.model.into(), args.head.into());
+    let mut config = train::default_config(args.data.labels, args.data.images, args.model.into(), args.head.into());
     config.model = config.model.with_width_divisor(args.width_divisor);
     config.input = match args.input {
         Some(ConventionArg::CaffeBgr) => InputConvention::CaffeBgr,
@@ -632,7 +634,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         }
         None => loupe::imagenet::default_convention(Path::new(&args.init)),
     };
-    config.splits = args.splits;
+    config.splits = args.data.splits;
     config.init = args.init;
     config.weighted = !args.unweighted;
     config.bins = args.bins;
@@ -662,10 +664,10 @@ fn train_command(args: TrainArgs) -> Result<()> {
 
 fn eval_command(args: EvalArgs) -> Result<()> {
     let scorers = load_scorers(&args.model)?;
-    let parsed = labels::Labels::read(&args.labels)?;
+    let parsed = labels::Labels::read(&args.data.labels)?;
     report_bad_rows(&parsed);
     let all: Vec<&labels::ImageLabel> = parsed.images.iter().collect();
-    let sets: Vec<(String, Vec<&labels::ImageLabel>)> = match &args.splits {
+    let sets: Vec<(String, Vec<&labels::ImageLabel>)> = match &args.data.splits {
         Some(dir) => stats::named_sets(&parsed, Some(&splits::Splits::read(dir)?))
             .into_iter()
             .filter(|(name, _)| name.ends_with("-test"))
@@ -674,7 +676,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     };
     eval::ensure_nonempty(&sets)?;
     std::fs::create_dir_all(&args.out)?;
-    let images = data::ImageFolder::new(&args.images, true);
+    let images = data::ImageFolder::new(&args.data.images, true);
     let mut json = serde_json::Map::new();
     let mut markdown = String::new();
     // One name per model (a backbone file is not a model).
@@ -693,31 +695,40 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     }
     let mut results: Vec<Vec<(String, eval::Metrics)>> = vec![Vec::new(); scorers.len()];
     let mut crop_ranking: Vec<Option<serde_json::Value>> = vec![None; scorers.len()];
+    // Every image is scored once, even when it belongs to several sets (all / balanced).
+    let mut union: Vec<&labels::ImageLabel> = sets.iter().flat_map(|(_, set)| set.iter().copied()).collect();
+    union.sort_by_key(|l| l.id);
+    union.dedup_by_key(|l| l.id);
+    let mut scored_by_model: Vec<Vec<eval::Scored>> = vec![Vec::new(); scorers.len()];
+    for (_, members) in &groups {
+        let group: Vec<&Scorer> = members.iter().map(|&i| &scorers[i]).collect();
+        for (&i, scored) in members.iter().zip(eval::score_labels(&group, &union, &images, args.batch)?) {
+            scored_by_model[i] = scored;
+        }
+    }
     for (name, set) in &sets {
-        for (_, members) in &groups {
-            let group: Vec<&Scorer> = members.iter().map(|&i| &scorers[i]).collect();
-            let scored = eval::score_labels(&group, set, &images, args.batch)?;
-            for (&i, scored) in members.iter().zip(scored) {
-                let metrics = eval::metrics(&scored);
-                if let (Some(variants), "all") = (&args.variants, name.as_str()) {
-                    let (srcc, photos) = eval::crop_ranking_srcc(variants, &scored)?;
-                    println!("{} crop ranking: mean SRCC {srcc:.3} over {photos} photos", paths[i].display());
-                    crop_ranking[i] = Some(serde_json::json!({"mean_srcc": srcc, "photos": photos}));
-                }
-                println!(
-                    "{} {name}: {} images, MSE {:.4}, range {:.2}..{:.2}, SRCC {:.3}, PLCC {:.3}, acc@5 {:.1}%{}",
-                    paths[i].display(),
-                    metrics.images,
-                    metrics.mse,
-                    metrics.min_prediction,
-                    metrics.max_prediction,
-                    metrics.srcc,
-                    metrics.plcc,
-                    100.0 * metrics.accuracy_at_5,
-                    metrics.rmser.map_or(String::new(), |r| format!(", RMSER {:.2}%", 100.0 * r))
-                );
-                results[i].push((name.clone(), metrics));
+        let ids: std::collections::HashSet<u64> = set.iter().map(|l| l.id).collect();
+        for (i, all_scored) in scored_by_model.iter().enumerate() {
+            let scored: Vec<eval::Scored> = all_scored.iter().filter(|s| ids.contains(&s.id)).cloned().collect();
+            let metrics = eval::metrics(&scored);
+            if let (Some(variants), "all") = (&args.variants, name.as_str()) {
+                let (srcc, photos) = eval::crop_ranking_srcc(variants, &scored)?;
+                println!("{} crop ranking: mean SRCC {srcc:.3} over {photos} photos", paths[i].display());
+                crop_ranking[i] = Some(serde_json::json!({"mean_srcc": srcc, "photos": photos}));
             }
+            println!(
+                "{} {name}: {} images, MSE {:.4}, range {:.2}..{:.2}, SRCC {:.3}, PLCC {:.3}, acc@5 {:.1}%{}",
+                paths[i].display(),
+                metrics.images,
+                metrics.mse,
+                metrics.min_prediction,
+                metrics.max_prediction,
+                metrics.srcc,
+                metrics.plcc,
+                100.0 * metrics.accuracy_at_5,
+                metrics.rmser.map_or(String::new(), |r| format!(", RMSER {:.2}%", 100.0 * r))
+            );
+            results[i].push((name.clone(), metrics));
         }
     }
     for (((scorer, path), results), crop_ranking) in scorers.iter().zip(&paths).zip(results).zip(crop_ranking) {
