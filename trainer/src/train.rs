@@ -561,8 +561,6 @@ pub fn export(net: &AestheticNet, state: &CheckpointState, precision: Precision,
     Ok(weights::encode(net, &metadata)?)
 }
 
-pub const DEFAULT_BINS: usize = PAPER_BINS;
-
 /// Defaults used by `loupe train` (kept together so the CLI and the tests agree).
 pub fn default_config(labels: PathBuf, images: PathBuf, output: OutputKind, head: HeadKind) -> TrainConfig {
     TrainConfig {
@@ -573,7 +571,7 @@ pub fn default_config(labels: PathBuf, images: PathBuf, output: OutputKind, head
         input: InputConvention::CaffeBgr,
         init: "random".into(),
         weighted: true,
-        bins: DEFAULT_BINS,
+        bins: PAPER_BINS,
         max_weight: None,
         histogram_loss: HistogramLoss::ChiSquare,
         optimizer: Optimizer::Adam,
