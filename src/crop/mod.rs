@@ -167,13 +167,16 @@ pub fn random_candidates(width: u32, height: u32, request: &CropRequest) -> Resu
                     let scale = f64::from(request.min_scale)
                         + (1.0 - f64::from(request.min_scale)) * rng.next_f64();
                     // Size the longer side, derive the other from the ratio: aspect within a pixel.
+                    // The longer side is never so short that the shorter one drops under MIN_CROP_SIDE.
                     let (w, h) = if portrait {
-                        let h = ((f64::from(max_h) * scale).round() as u32).clamp(MIN_CROP_SIDE, max_h);
-                        let w = ((f64::from(h) * f64::from(aw) / f64::from(ah)).round() as u32).clamp(1, max_w);
+                        let shortest = (f64::from(MIN_CROP_SIDE) * f64::from(ah) / f64::from(aw)).ceil() as u32;
+                        let h = ((f64::from(max_h) * scale).round() as u32).clamp(shortest.min(max_h), max_h);
+                        let w = ((f64::from(h) * f64::from(aw) / f64::from(ah)).round() as u32).clamp(MIN_CROP_SIDE, max_w);
                         (w, h)
                     } else {
-                        let w = ((f64::from(max_w) * scale).round() as u32).clamp(MIN_CROP_SIDE, max_w);
-                        let h = ((f64::from(w) * f64::from(ah) / f64::from(aw)).round() as u32).clamp(1, max_h);
+                        let shortest = (f64::from(MIN_CROP_SIDE) * f64::from(aw) / f64::from(ah)).ceil() as u32;
+                        let w = ((f64::from(max_w) * scale).round() as u32).clamp(shortest.min(max_w), max_w);
+                        let h = ((f64::from(w) * f64::from(ah) / f64::from(aw)).round() as u32).clamp(MIN_CROP_SIDE, max_h);
                         (w, h)
                     };
                     place(w, h, &mut rng)
