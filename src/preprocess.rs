@@ -69,6 +69,10 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
             "not a supported image (JPEG, PNG, WebP, GIF or BMP)".into(),
         ));
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey and reports success: refuse it instead.
+        return Err(LoupeError::Image("truncated JPEG (the file ends before its last scan does)".into()));
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -82,6 +86,14 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     let mut image = DynamicImage::from_decoder(decoder).map_err(image_error)?;
     image.apply_orientation(orientation);
     Ok(to_rgb8(image))
+}
+
+/// Whether an end-of-image marker follows the last start-of-scan marker. Scan data stuffs every
+/// 0xFF byte, so neither marker occurs in it by chance; an EXIF thumbnail's markers come earlier.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let last_end = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    matches!((last_scan, last_end), (Some(scan), Some(end)) if end > scan)
 }
 
 fn check_dimensions(width: u32, height: u32) -> Result<()> {

@@ -415,7 +415,8 @@ fn score(args: ScoreArgs) -> Result<()> {
         };
         match &bar {
             Some(bar) => {
-                bar.println(line);
+                // Not `bar.println`: it prints nothing when stderr is not a terminal (pipes, scripts).
+                bar.suspend(|| println!("{line}"));
                 bar.inc(1);
             }
             None => println!("{line}"),

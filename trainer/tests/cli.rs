@@ -1,0 +1,148 @@
+//! The `loupe` binary as a user runs it: `score` and `crop` on real fixture photos with tiny-width
+//! models, agreeing with the library, and a one-line error (non-zero exit) on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const LOUPE: &str = env!("CARGO_BIN_EXE_loupe");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(LOUPE).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let output = run(args);
+    assert!(output.status.success(), "loupe {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The command fails with exit code 1 and one `loupe: ...` line on stderr that mentions `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let output = run(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "loupe {args:?}: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("loupe: ") && last.contains(needle), "loupe {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Tiny-width regression and histogram models (random, seeded) in `dir`.
+fn tiny_models(dir: &Path) -> (String, String) {
+    let mut paths = Vec::new();
+    for output in ["regression", "histogram"] {
+        let path = dir.join(format!("{output}.loupe"));
+        let path = path.to_str().unwrap().to_string();
+        ok(&["init", "--output", output, "--width-divisor", "16", "--seed", "3", "-o", &path]);
+        paths.push(path);
+    }
+    (paths.remove(0), paths.remove(0))
+}
+
+#[test]
+fn score_prints_both_models_and_matches_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let (regression, histogram) = tiny_models(dir.path());
+    let photos = [fixture("chelsea.jpg"), fixture("coffee.jpg"), fixture("rocket.jpg")];
+    let photo_args: Vec<&str> = photos.iter().map(|p| p.to_str().unwrap()).collect();
+
+    let mut args = vec!["score", "--json", "-w", &regression, "-w", &histogram];
+    args.extend(&photo_args);
+    let stdout = ok(&args);
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+
+    let device = burn::tensor::Device::flex();
+    let files = [std::fs::read(&regression).unwrap(), std::fs::read(&histogram).unwrap()];
+    let scorers = loupe::Scorer::from_weight_files(&[&files[0], &files[1]], &device).unwrap();
+    for (line, photo) in lines.iter().zip(&photos) {
+        assert_eq!(line["image"].as_str().unwrap(), photo.to_str().unwrap());
+        let image = loupe::preprocess::decode_image(&std::fs::read(photo).unwrap()).unwrap();
+        let by_library: Vec<_> = scorers.iter().map(|s| s.predict(std::slice::from_ref(&image)).unwrap().remove(0)).collect();
+
+        let score = line["regression"]["score"].as_f64().unwrap();
+        assert!((score - f64::from(by_library[0].score)).abs() < 1e-4, "{score} vs {:?}", by_library[0]);
+        let histogram_line = &line["histogram"];
+        let bins: Vec<f64> = histogram_line["histogram"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(bins.len(), 10);
+        assert!((bins.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+        let mean: f64 = bins.iter().enumerate().map(|(k, p)| (k + 1) as f64 * p).sum();
+        assert!((histogram_line["score"].as_f64().unwrap() - mean).abs() < 1e-4);
+        assert!((histogram_line["std"].as_f64().unwrap() - f64::from(by_library[1].std.unwrap())).abs() < 1e-4);
+    }
+
+    // The table form names each image and model.
+    let table = ok(&["score", "-w", &regression, "-w", &histogram, photo_args[0]]);
+    assert!(table.contains("chelsea.jpg") && table.contains("regression:") && table.contains("histogram:") && table.contains("std"), "{table}");
+}
+
+#[test]
+fn crop_writes_the_best_crop_with_the_requested_aspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (regression, _) = tiny_models(dir.path());
+    let photo = fixture("coffee.jpg");
+    let (width, height) = image::image_dimensions(&photo).unwrap();
+    for (aspect, exact) in [("16:9", false), ("1:1", true), ("120x90", false)] {
+        let out = dir.path().join(format!("crop-{}.png", aspect.replace(':', "_")));
+        let mut args = vec![
+            "crop", "-w", &regression, photo.to_str().unwrap(), "--aspect", aspect, "--candidates", "24",
+            "--seed", "5", "--top-k", "3", "--json", "-o", out.to_str().unwrap(),
+        ];
+        if exact {
+            args.push("--exact");
+        }
+        let result: serde_json::Value = serde_json::from_str(ok(&args).trim()).unwrap();
+        let best = &result["best"];
+        let field = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap() as u32;
+        let (x, y, w, h) = (field(best, "x"), field(best, "y"), field(best, "width"), field(best, "height"));
+        assert!(x + w <= width && y + h <= height, "{aspect}: {best} outside {width}x{height}");
+        match aspect {
+            "120x90" => assert_eq!((w, h), (120, 90)),
+            _ => {
+                let (aw, ah) = aspect.split_once(':').map(|(a, b)| (a.parse::<f64>().unwrap(), b.parse::<f64>().unwrap())).unwrap();
+                assert!((f64::from(h) - f64::from(w) * ah / aw).abs() <= 1.0, "{aspect}: {w}x{h}");
+            }
+        }
+        // The file holds exactly that rectangle.
+        assert_eq!(image::image_dimensions(&out).unwrap(), (w, h));
+        let alternatives = result["alternatives"].as_array().unwrap();
+        assert_eq!(alternatives.len(), 3);
+        let best_score = result["best"]["score"].as_f64().unwrap();
+        assert!(alternatives.iter().all(|a| a["score"].as_f64().unwrap() <= best_score));
+    }
+}
+
+#[test]
+fn bad_input_gives_one_line_and_a_failing_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let (regression, _) = tiny_models(dir.path());
+    let not_an_image = dir.path().join("notes.jpg");
+    std::fs::write(&not_an_image, "just some text, renamed").unwrap();
+    let truncated = dir.path().join("truncated.jpg");
+    let jpeg = std::fs::read(fixture("chelsea.jpg")).unwrap();
+    std::fs::write(&truncated, &jpeg[..jpeg.len() / 3]).unwrap();
+    let broken_weights = dir.path().join("broken.loupe");
+    let weights = std::fs::read(&regression).unwrap();
+    std::fs::write(&broken_weights, &weights[..weights.len() / 2]).unwrap();
+    let chelsea = fixture("chelsea.jpg");
+    let chelsea = chelsea.to_str().unwrap();
+
+    // One bad photo among good ones: the good ones are still scored, the exit code says it failed.
+    let output = run(&["score", "-w", &regression, chelsea, not_an_image.to_str().unwrap(), truncated.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.lines().any(|l| l.starts_with(chelsea) && l.contains("regression:")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("notes.jpg: error")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("truncated.jpg: error")), "{stdout}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("2 of 3 images could not be scored"));
+
+    fails_with(&["crop", "-w", &regression, not_an_image.to_str().unwrap()], "notes.jpg");
+    fails_with(&["score", "-w", broken_weights.to_str().unwrap(), chelsea], "broken.loupe");
+    fails_with(&["score", "-w", "/nonexistent/model.loupe", chelsea], "cannot read /nonexistent/model.loupe");
+    fails_with(&["crop", "-w", &regression, chelsea, "--aspect", "banana"], "banana");
+    fails_with(&["crop", "-w", &regression, chelsea, "--aspect", "5000x20"], "does not fit");
+    fails_with(&["score", "-w", &regression, "--device", "tpu", chelsea], "tpu");
+}
