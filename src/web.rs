@@ -12,7 +12,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
-use crate::crop::{CropRequest, CropShape, FastCropOptions, exhaustive_crop_search_async, fast_crop_search_async};
+use crate::crop::{CandidateLayout, CropRequest, CropShape, FastCropOptions, exhaustive_crop_search_async, fast_crop_search_async};
 use crate::error::LoupeError;
 use crate::model::OutputKind;
 use crate::preprocess::decode_image;
@@ -67,6 +67,8 @@ struct CropOptions {
     exact: bool,
     /// Candidates the fast search re-scores exactly.
     rerank: Option<usize>,
+    /// "random" (the paper's, default) or "grid".
+    layout: Option<CandidateLayout>,
 }
 
 #[wasm_bindgen]
@@ -174,6 +176,7 @@ impl Loupe {
         request.candidates = options.candidates.unwrap_or(request.candidates);
         request.seed = options.seed.unwrap_or(request.seed);
         request.top_k = options.top_k.unwrap_or(request.top_k);
+        request.layout = options.layout.unwrap_or(request.layout);
         let image = decode_image(image).map_err(js_error)?;
         let progress = |done: usize, total: usize| {
             if let Some(callback) = &on_progress {

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use image::RgbImage;
-use loupe::crop::{CropRequest, CropShape, exhaustive_crop_search, random_candidates};
+use loupe::crop::{CandidateLayout, CropRequest, CropShape, candidates, exhaustive_crop_search, random_candidates};
 use loupe::model::{HeadKind, ModelConfig, OutputKind};
 use loupe::preprocess::{InputConvention, decode_image};
 use loupe::weights::WeightMetadata;
@@ -26,13 +26,18 @@ fn request(shape: &str, candidates: usize, seed: u64) -> CropRequest {
 fn candidates_lie_inside_with_the_requested_aspect() {
     for (w, h) in [(640, 427), (427, 640), (300, 300), (1000, 40), (400, 20)] {
         for shape in ["1:1", "4:5", "3:2", "16:9", "9:16", "16:1", "40x30"] {
-            let req = request(shape, 300, 7);
-            let Ok(rects) = random_candidates(w, h, &req) else {
+          for layout in [CandidateLayout::Random, CandidateLayout::Grid] {
+            let req = CropRequest { layout, ..request(shape, 300, 7) };
+            let Ok(rects) = candidates(w, h, &req) else {
                 // Only a frame that cannot fit may be refused.
                 assert!(h <= 40, "{shape} refused for {w}x{h}");
                 continue;
             };
-            assert_eq!(rects.len(), 300);
+            match layout {
+                CandidateLayout::Random => assert_eq!(rects.len(), 300),
+                // A grid never repeats a rectangle, so small images may have fewer.
+                CandidateLayout::Grid => assert!(rects.len() <= 300 && !rects.is_empty(), "{}", rects.len()),
+            }
             for r in rects {
                 assert!(r.x + r.width <= w && r.y + r.height <= h, "{r:?} outside {w}x{h}");
                 assert!(r.width.min(r.height) >= 16, "{shape} in {w}x{h}: {r:?} has a side under 16 px");
@@ -49,8 +54,33 @@ fn candidates_lie_inside_with_the_requested_aspect() {
                     CropShape::Size { width, height } => assert_eq!((r.width, r.height), (width, height)),
                 }
             }
+          }
         }
     }
+}
+
+#[test]
+fn the_grid_covers_positions_and_scales_evenly() {
+    let req = CropRequest { layout: CandidateLayout::Grid, ..request("1:1", 1000, 0) };
+    let rects = candidates(640, 427, &req).unwrap();
+    assert!((900..=1000).contains(&rects.len()), "{} candidates", rects.len());
+    let distinct: std::collections::HashSet<_> = rects.iter().collect();
+    assert_eq!(distinct.len(), rects.len(), "repeated rectangles");
+    // Ten scales from half the largest square (214 px) to all of it (427 px).
+    let mut sides: Vec<u32> = rects.iter().map(|r| r.width).collect();
+    sides.dedup();
+    assert_eq!(sides.len(), 10, "{sides:?}");
+    assert_eq!((sides[0], *sides.last().unwrap()), (427, 214));
+    // At each scale, the frame reaches both edges.
+    for side in sides {
+        let at: Vec<_> = rects.iter().filter(|r| r.width == side).collect();
+        assert!(at.iter().any(|r| r.x == 0) && at.iter().any(|r| r.x + r.width == 640), "side {side}");
+        if side < 427 {
+            assert!(at.iter().any(|r| r.y == 0) && at.iter().any(|r| r.y + r.height == 427), "side {side}");
+        }
+    }
+    // The seed does not matter for a grid.
+    assert_eq!(rects, candidates(640, 427, &CropRequest { seed: 9, ..req }).unwrap());
 }
 
 #[test]

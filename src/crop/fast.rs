@@ -11,7 +11,7 @@ use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use super::{CropRequest, Rect, ScoredCrop, best_crops, random_candidates};
+use super::{CropRequest, Rect, ScoredCrop, best_crops, candidates};
 use crate::error::{LoupeError, Result};
 use crate::model::vgg16::{FEATURE_MAP_SIZE, INPUT_SIZE};
 use crate::preprocess::normalise_chw;
@@ -147,7 +147,7 @@ pub async fn fast_crop_search_async(
     options: &FastCropOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<ScoredCrop>> {
-    let candidates = random_candidates(image.width(), image.height(), request)?;
+    let candidates = candidates(image.width(), image.height(), request)?;
     let sizes = level_sizes(&candidates, options.levels);
     let rerank = options.rerank.max(request.top_k).min(candidates.len());
     let estimate_batches = candidates.len().div_ceil(64);

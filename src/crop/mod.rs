@@ -54,22 +54,24 @@ impl FromStr for CropShape {
 #[serde(default)]
 pub struct CropRequest {
     pub shape: CropShape,
-    /// Random candidates to score (the paper: 1000).
+    /// Candidates to score (the paper: 1000).
     pub candidates: usize,
     pub seed: u64,
     /// How many of the best crops to return (the best first).
     pub top_k: usize,
     /// Smallest crop, as a fraction of the largest crop of that aspect that fits (aspect mode).
     pub min_scale: f32,
+    /// Random (the paper) or a dense grid.
+    pub layout: CandidateLayout,
 }
 
 impl Default for CropRequest {
     fn default() -> Self {
-        Self { shape: CropShape::default(), candidates: 1000, seed: 0, top_k: 5, min_scale: 0.5 }
+        Self { shape: CropShape::default(), candidates: 1000, seed: 0, top_k: 5, min_scale: 0.5, layout: CandidateLayout::Random }
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Rect {
     pub x: u32,
     pub y: u32,
@@ -127,63 +129,146 @@ fn largest_fit(width: u32, height: u32, aw: u32, ah: u32) -> (u32, u32) {
     }
 }
 
-/// The request's random candidate rectangles for an image of this size (deterministic per seed).
-pub fn random_candidates(width: u32, height: u32, request: &CropRequest) -> Result<Vec<Rect>> {
-    if request.candidates == 0 {
-        return Err(LoupeError::Crop("at least one candidate is needed".into()));
-    }
-    if !(request.min_scale > 0.0 && request.min_scale <= 1.0) {
-        return Err(LoupeError::Crop(format!("min_scale must be in (0, 1], got {}", request.min_scale)));
-    }
-    let mut rng = SplitMix64::new(request.seed);
-    let place = |w: u32, h: u32, rng: &mut SplitMix64| Rect {
-        x: rng.below_or_equal(width - w),
-        y: rng.below_or_equal(height - h),
-        width: w,
-        height: h,
-    };
-    match request.shape {
-        CropShape::Size { width: w, height: h } => {
-            if w > width || h > height {
-                return Err(LoupeError::Crop(format!(
-                    "a {w}x{h} crop does not fit in a {width}x{height} image"
-                )));
-            }
-            if w < MIN_CROP_SIDE || h < MIN_CROP_SIDE {
-                return Err(LoupeError::Crop(format!("a crop needs sides of at least {MIN_CROP_SIDE} px")));
-            }
-            Ok((0..request.candidates).map(|_| place(w, h, &mut rng)).collect())
+/// How candidate rectangles are laid out over the image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateLayout {
+    /// The paper's: random scales and positions (seeded).
+    #[default]
+    Random,
+    /// A dense grid: about the cube root of the count in scales (`min_scale`..1), evenly spaced
+    /// positions at each. Covers the image evenly; the seed is unused.
+    Grid,
+}
+
+impl FromStr for CandidateLayout {
+    type Err = LoupeError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        match text.trim() {
+            "random" => Ok(Self::Random),
+            "grid" => Ok(Self::Grid),
+            other => Err(LoupeError::Crop(format!("unknown candidate layout '{other}' (random or grid)"))),
         }
-        CropShape::Aspect { width: aw, height: ah } => {
-            let (max_w, max_h) = largest_fit(width, height, aw, ah);
-            if max_w.min(max_h) < MIN_CROP_SIDE {
-                return Err(LoupeError::Crop(format!(
-                    "a {aw}:{ah} crop of a {width}x{height} image would be under {MIN_CROP_SIDE} px on a side"
-                )));
-            }
-            let portrait = ah > aw;
-            Ok((0..request.candidates)
+    }
+}
+
+/// The request's candidate rectangles for an image of this size (deterministic per seed).
+pub fn candidates(width: u32, height: u32, request: &CropRequest) -> Result<Vec<Rect>> {
+    let sizes = CandidateSizes::new(width, height, request)?;
+    Ok(match request.layout {
+        CandidateLayout::Random => {
+            let mut rng = SplitMix64::new(request.seed);
+            (0..request.candidates)
                 .map(|_| {
-                    let scale = f64::from(request.min_scale)
-                        + (1.0 - f64::from(request.min_scale)) * rng.next_f64();
-                    // Size the longer side, derive the other from the ratio: aspect within a pixel.
-                    // The longer side is never so short that the shorter one drops under MIN_CROP_SIDE.
-                    let (w, h) = if portrait {
-                        let shortest = (f64::from(MIN_CROP_SIDE) * f64::from(ah) / f64::from(aw)).ceil() as u32;
-                        let h = ((f64::from(max_h) * scale).round() as u32).clamp(shortest.min(max_h), max_h);
-                        let w = ((f64::from(h) * f64::from(aw) / f64::from(ah)).round() as u32).clamp(MIN_CROP_SIDE, max_w);
-                        (w, h)
-                    } else {
-                        let shortest = (f64::from(MIN_CROP_SIDE) * f64::from(aw) / f64::from(ah)).ceil() as u32;
-                        let w = ((f64::from(max_w) * scale).round() as u32).clamp(shortest.min(max_w), max_w);
-                        let h = ((f64::from(w) * f64::from(ah) / f64::from(aw)).round() as u32).clamp(MIN_CROP_SIDE, max_h);
-                        (w, h)
-                    };
-                    place(w, h, &mut rng)
+                    let (w, h) = sizes.at_scale(rng.next_f64());
+                    Rect { x: rng.below_or_equal(width - w), y: rng.below_or_equal(height - h), width: w, height: h }
                 })
-                .collect())
+                .collect()
+        }
+        CandidateLayout::Grid => {
+            let scales = if sizes.fixed { 1 } else { ((request.candidates as f64).cbrt().round() as usize).clamp(1, request.candidates) };
+            let per_scale = (request.candidates / scales).max(1);
+            let mut seen = std::collections::HashSet::new();
+            let mut rects = Vec::with_capacity(request.candidates);
+            for i in 0..scales {
+                // Largest first, so a truncated grid keeps the whole-picture end.
+                let t = if scales == 1 { 1.0 } else { 1.0 - i as f64 / (scales - 1) as f64 };
+                let (w, h) = sizes.at_scale(t);
+                for rect in grid_positions(width, height, w, h, per_scale) {
+                    if seen.insert(rect) {
+                        rects.push(rect);
+                    }
+                }
+            }
+            rects
+        }
+    })
+}
+
+/// The paper's random candidates (= [`candidates`] with the random layout).
+pub fn random_candidates(width: u32, height: u32, request: &CropRequest) -> Result<Vec<Rect>> {
+    candidates(width, height, &CropRequest { layout: CandidateLayout::Random, ..request.clone() })
+}
+
+/// Candidate sizes for one request and image: checked once, then read at a scale in [0, 1].
+struct CandidateSizes {
+    /// A fixed pixel size: every scale gives it.
+    fixed: bool,
+    /// (longest side's minimum, maximum) and how the other side follows from it.
+    aspect: (u32, u32),
+    max: (u32, u32),
+    min_scale: f64,
+}
+
+impl CandidateSizes {
+    fn new(width: u32, height: u32, request: &CropRequest) -> Result<Self> {
+        if request.candidates == 0 {
+            return Err(LoupeError::Crop("at least one candidate is needed".into()));
+        }
+        if !(request.min_scale > 0.0 && request.min_scale <= 1.0) {
+            return Err(LoupeError::Crop(format!("min_scale must be in (0, 1], got {}", request.min_scale)));
+        }
+        match request.shape {
+            CropShape::Size { width: w, height: h } => {
+                if w > width || h > height {
+                    return Err(LoupeError::Crop(format!("a {w}x{h} crop does not fit in a {width}x{height} image")));
+                }
+                if w < MIN_CROP_SIDE || h < MIN_CROP_SIDE {
+                    return Err(LoupeError::Crop(format!("a crop needs sides of at least {MIN_CROP_SIDE} px")));
+                }
+                Ok(Self { fixed: true, aspect: (w, h), max: (w, h), min_scale: 1.0 })
+            }
+            CropShape::Aspect { width: aw, height: ah } => {
+                let max = largest_fit(width, height, aw, ah);
+                if max.0.min(max.1) < MIN_CROP_SIDE {
+                    return Err(LoupeError::Crop(format!(
+                        "a {aw}:{ah} crop of a {width}x{height} image would be under {MIN_CROP_SIDE} px on a side"
+                    )));
+                }
+                Ok(Self { fixed: false, aspect: (aw, ah), max, min_scale: f64::from(request.min_scale) })
+            }
         }
     }
+
+    /// The size at `t` in [0, 1]: from `min_scale` of the largest fit (t = 0) to all of it (t = 1).
+    fn at_scale(&self, t: f64) -> (u32, u32) {
+        if self.fixed {
+            return self.max;
+        }
+        let scale = self.min_scale + (1.0 - self.min_scale) * t;
+        let ((aw, ah), (max_w, max_h)) = (self.aspect, self.max);
+        let (aw, ah) = (f64::from(aw), f64::from(ah));
+        let side = f64::from(MIN_CROP_SIDE);
+        // Size the longer side, derive the other from the ratio (aspect within a pixel); the longer
+        // side is never so short that the shorter one drops under MIN_CROP_SIDE.
+        if ah > aw {
+            let shortest = (side * ah / aw).ceil() as u32;
+            let h = ((f64::from(max_h) * scale).round() as u32).clamp(shortest.min(max_h), max_h);
+            let w = ((f64::from(h) * aw / ah).round() as u32).clamp(MIN_CROP_SIDE, max_w);
+            (w, h)
+        } else {
+            let shortest = (side * aw / ah).ceil() as u32;
+            let w = ((f64::from(max_w) * scale).round() as u32).clamp(shortest.min(max_w), max_w);
+            let h = ((f64::from(w) * ah / aw).round() as u32).clamp(MIN_CROP_SIDE, max_h);
+            (w, h)
+        }
+    }
+}
+
+/// At most `count` evenly spaced positions of a `w x h` frame, spread in proportion to the room
+/// left on each axis.
+fn grid_positions(width: u32, height: u32, w: u32, h: u32, count: usize) -> Vec<Rect> {
+    let (room_x, room_y) = (width - w, height - h);
+    let (slots_x, slots_y) = (f64::from(room_x) + 1.0, f64::from(room_y) + 1.0);
+    let count = count.min(u32::MAX as usize) as u32;
+    let nx = ((f64::from(count) * slots_x / slots_y).sqrt().round() as u32).clamp(1, (room_x + 1).min(count));
+    // nx * ny <= count: a scale never takes more than its share.
+    let ny = (count / nx).clamp(1, room_y + 1);
+    let spread = |i: u32, n: u32, room: u32| if n == 1 { room / 2 } else { (f64::from(room) * f64::from(i) / f64::from(n - 1)).round() as u32 };
+    (0..ny)
+        .flat_map(|j| (0..nx).map(move |i| Rect { x: spread(i, nx, room_x), y: spread(j, ny, room_y), width: w, height: h }))
+        .collect()
 }
 
 /// Keep the `top_k` best, best first (ties: earlier candidate first, so results are stable).
@@ -211,7 +296,7 @@ pub async fn exhaustive_crop_search_async(
     request: &CropRequest,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<ScoredCrop>> {
-    let candidates = random_candidates(image.width(), image.height(), request)?;
+    let candidates = candidates(image.width(), image.height(), request)?;
     let mut scored = Vec::with_capacity(candidates.len());
     for batch in candidates.chunks(DEFAULT_BATCH) {
         let crops: Vec<RgbImage> = batch.iter().map(|rect| rect.crop(image)).collect();

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use loupe::crop::{CropRequest, CropShape, FastCropOptions, exhaustive_crop_search, fast_crop_search};
+use loupe::crop::{CandidateLayout, CropRequest, CropShape, FastCropOptions, exhaustive_crop_search, fast_crop_search};
 use loupe::model::{AVA_MEAN_HISTOGRAM, AVA_MEAN_SCORE, HeadKind, ModelConfig, OutputKind};
 use loupe::prediction::difficulty_label;
 use loupe::preprocess::{InputConvention, decode_image};
@@ -246,9 +246,13 @@ struct CropArgs {
     /// Aspect ratio W:H (1:1, 4:5, 16:9...) or exact size WxH in pixels.
     #[arg(long, default_value = "1:1")]
     aspect: String,
-    /// Random candidates to score (the paper: 1000).
+    /// Candidates to score (the paper: 1000).
     #[arg(long, default_value_t = 1000)]
     candidates: usize,
+    /// Candidate layout: `random` (the paper's random crops) or `grid` (a dense grid over
+    /// positions and scales).
+    #[arg(long, default_value = "random")]
+    layout: CandidateLayout,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Alternatives to list besides the best crop.
@@ -463,6 +467,7 @@ fn crop(args: CropArgs) -> Result<()> {
         candidates: args.candidates,
         seed: args.seed,
         top_k: args.top_k + 1,
+        layout: args.layout,
         ..CropRequest::default()
     };
     let bar = progress_bar(args.candidates, "cropping");
