@@ -68,3 +68,29 @@ impl ImageFolder {
         self.failures.lock().unwrap().clone()
     }
 }
+
+/// Progress in logs: indicatif hides its bars when stderr is not a terminal (scripts, nohup), so
+/// there a plain line is printed at every tenth of the work instead.
+pub struct LogProgress {
+    what: &'static str,
+    total: usize,
+    tenths_shown: usize,
+    started: std::time::Instant,
+    enabled: bool,
+}
+
+impl LogProgress {
+    pub fn new(what: &'static str, total: usize) -> Self {
+        use std::io::IsTerminal;
+        let enabled = total > 0 && !std::io::stderr().is_terminal();
+        Self { what, total, tenths_shown: 0, started: std::time::Instant::now(), enabled }
+    }
+
+    pub fn update(&mut self, done: usize) {
+        let tenths = done.min(self.total) * 10 / self.total.max(1);
+        if self.enabled && tenths > self.tenths_shown {
+            self.tenths_shown = tenths;
+            eprintln!("{}: {done}/{} ({:.0} s)", self.what, self.total, self.started.elapsed().as_secs_f64());
+        }
+    }
+}

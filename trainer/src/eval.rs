@@ -11,7 +11,9 @@ use loupe::Scorer;
 use loupe::model::OutputKind;
 use serde::Serialize;
 
-use crate::data::ImageFolder;
+use crate::data::{ImageFolder, LogProgress};
+use crate::train::FeatureCache;
+use loupe::burn::tensor::Tensor;
 use crate::labels::ImageLabel;
 use crate::splits::ScoreClass;
 
@@ -108,19 +110,18 @@ pub fn metrics(scored: &[Scored]) -> Metrics {
 }
 
 /// Predict every labelled image that can be read (failures are listed, not fatal) with every
-/// scorer. Scorers must share one backbone (same weights): it runs once per image.
-pub fn score_labels(scorers: &[&Scorer], labels: &[&ImageLabel], images: &ImageFolder, batch: usize) -> Result<Vec<Vec<Scored>>> {
-    let bar = ProgressBar::new(labels.len() as u64);
-    bar.set_style(ProgressStyle::with_template("evaluating {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")?);
+/// scorer. Scorers must share one backbone (same weights): it runs once per image, or not at all
+/// for images whose features `cache` holds (frozen-backbone runs keep them across evaluations).
+pub fn score_labels(
+    scorers: &[&Scorer],
+    labels: &[&ImageLabel],
+    images: &ImageFolder,
+    batch: usize,
+    cache: Option<&Path>,
+) -> Result<Vec<Vec<Scored>>> {
     let mut scored = vec![Vec::with_capacity(labels.len()); scorers.len()];
     let Some(first) = scorers.first() else { return Ok(scored) };
-    for chunk in labels.chunks(batch.max(1)) {
-        let (loaded, inputs) = images.load_batch(chunk);
-        bar.inc(chunk.len() as u64);
-        if loaded.is_empty() {
-            continue;
-        }
-        let features = first.net.backbone.forward(first.input(&inputs));
+    let mut record = |loaded: &[&ImageLabel], features: Tensor<4>| -> Result<()> {
         for (scorer, out) in scorers.iter().zip(scored.iter_mut()) {
             let output = scorer.net.head.forward(features.clone());
             let predictions = scorer.to_predictions(output.into_data())?;
@@ -134,6 +135,29 @@ pub fn score_labels(scorers: &[&Scorer], labels: &[&ImageLabel], images: &ImageF
                 });
             }
         }
+        Ok(())
+    };
+    if let Some(dir) = cache {
+        let file = dir.join(format!("{}.features", crate::train::backbone_key(&first.net, first.metadata.input)));
+        let owned: Vec<ImageLabel> = labels.iter().map(|&l| l.clone()).collect();
+        let features = FeatureCache::load_or_compute(&first.net, &owned, images, first.metadata.input, batch, &first.device, Some(&file))?;
+        let readable: Vec<&ImageLabel> = labels.iter().copied().filter(|l| features.contains(l.id)).collect();
+        for chunk in readable.chunks(batch.max(1)) {
+            record(chunk, features.batch(chunk, &first.device))?;
+        }
+        return Ok(scored);
+    }
+    let bar = ProgressBar::new(labels.len() as u64);
+    bar.set_style(ProgressStyle::with_template("evaluating {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")?);
+    let mut log = LogProgress::new("evaluating", labels.len());
+    for chunk in labels.chunks(batch.max(1)) {
+        let (loaded, inputs) = images.load_batch(chunk);
+        bar.inc(chunk.len() as u64);
+        log.update(bar.position() as usize);
+        if loaded.is_empty() {
+            continue;
+        }
+        record(&loaded, first.net.backbone.forward(first.input(&inputs)))?;
     }
     bar.finish_and_clear();
     Ok(scored)

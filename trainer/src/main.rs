@@ -199,6 +199,10 @@ struct EvalArgs {
     out: PathBuf,
     #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// Keep the shared backbone's features of these images in this folder (as `train
+    /// --feature-cache`): evaluating more heads on the same frozen backbone is then quick.
+    #[arg(long)]
+    feature_cache: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -708,7 +712,8 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     let mut scored_by_model: Vec<Vec<eval::Scored>> = vec![Vec::new(); scorers.len()];
     for (_, members) in &groups {
         let group: Vec<&Scorer> = members.iter().map(|&i| &scorers[i]).collect();
-        for (&i, scored) in members.iter().zip(eval::score_labels(&group, &union, &images, args.batch)?) {
+        let scored = eval::score_labels(&group, &union, &images, args.batch, args.feature_cache.as_deref())?;
+        for (&i, scored) in members.iter().zip(scored) {
             scored_by_model[i] = scored;
         }
     }

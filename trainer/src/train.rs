@@ -492,9 +492,11 @@ impl FeatureCache {
         let mut features = BTreeMap::new();
         let mut shape = [0; 3];
         let refs: Vec<&ImageLabel> = labels.iter().collect();
+        let mut log = crate::data::LogProgress::new("backbone features", labels.len());
         for chunk in refs.chunks(batch.max(1)) {
             let (loaded, inputs) = images.load_batch(chunk);
             bar.inc(chunk.len() as u64);
+            log.update(bar.position() as usize);
             if loaded.is_empty() {
                 continue;
             }

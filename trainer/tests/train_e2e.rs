@@ -116,6 +116,20 @@ fn training_learns_brightness_with_and_without_sample_weights() {
         loupe(&["eval", "-w", model.to_str().unwrap(), "--labels", test, "--images", images, "-o", eval_dir.to_str().unwrap()]);
         let all = &report(&eval_dir)["regression"]["all"];
         println!("{name}: {all}");
+        // Through a feature cache (computed, then read back) the metrics are the same.
+        let cache = dir.path().join("features");
+        for pass in ["computes", "reads"] {
+            let cached_dir = out.join(format!("eval-cached-{pass}"));
+            loupe(&[
+                "eval", "-w", model.to_str().unwrap(), "--labels", test, "--images", images, "-o", cached_dir.to_str().unwrap(),
+                "--feature-cache", cache.to_str().unwrap(),
+            ]);
+            let cached = &report(&cached_dir)["regression"]["all"];
+            for metric in ["mse", "plcc", "min_prediction", "max_prediction"] {
+                let (a, b) = (all[metric].as_f64().unwrap(), cached[metric].as_f64().unwrap());
+                assert!((a - b).abs() < 1e-4, "{name}, cache {pass}: {metric} {a} vs {b}");
+            }
+        }
         assert!(all["plcc"].as_f64().unwrap() > 0.8, "{name}: held-out predictions do not follow the labels");
         ranges.push(all["max_prediction"].as_f64().unwrap() - all["min_prediction"].as_f64().unwrap());
     }
