@@ -17,6 +17,6 @@ fi
 
 echo "== building the wasm (release)"
 cargo build --release --locked --lib --target wasm32-unknown-unknown -p loupe
-"$tools/bin/wasm-bindgen" --target web --no-typescript --out-dir www/pkg \
+"$tools/bin/wasm-bindgen" --target web --no-typescript --remove-name-section --remove-producers-section --out-dir www/pkg \
   "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/loupe.wasm"
 ls -l www/pkg/loupe_bg.wasm

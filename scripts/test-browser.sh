@@ -18,13 +18,22 @@ loupe="$CARGO_TARGET_DIR/debug/loupe"
 weights="$CARGO_TARGET_DIR/browser-test-weights"
 rm -rf "$weights" && mkdir -p "$weights/full" "$weights/tiny"
 for output in regression histogram; do
-  "$loupe" import-vgg16 --from "$LOUPE_SHARED_DATA/vgg16/vgg16_imagenet_conv_bgr_caffe.safetensors" \
-    --output "$output" -o "$weights/full/$output.loupe" >/dev/null
   "$loupe" init --output "$output" --width-divisor 8 --seed 1 -o "$weights/tiny/$output.loupe" >/dev/null
 done
-"$loupe" manifest "$weights/full" >/dev/null
 "$loupe" manifest "$weights/tiny" >/dev/null
+# Full VGG16: the shipped default weights (shared backbone + two heads); before they existed, the
+# ImageNet base with untrained heads.
+if [ -f weights/manifest.json ]; then
+  full="$PWD/weights"
+else
+  full="$weights/full"
+  for output in regression histogram; do
+    "$loupe" import-vgg16 --from "$LOUPE_SHARED_DATA/vgg16/vgg16_imagenet_conv_bgr_caffe.safetensors" \
+      --output "$output" -o "$full/$output.loupe" >/dev/null
+  done
+  "$loupe" manifest "$full" >/dev/null
+fi
 
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
-LOUPE_BIN="$loupe" LOUPE_FULL="$weights/full" LOUPE_TINY="$weights/tiny" \
+LOUPE_BIN="$loupe" LOUPE_FULL="$full" LOUPE_TINY="$weights/tiny" \
   node --test --test-concurrency=1 --test-reporter=spec tests/browser/app.test.mjs

@@ -136,9 +136,22 @@ fn burnpack<M: ModuleSnapshot>(module: &M, precision: Precision) -> Result<Vec<u
     Ok(bytes.to_vec())
 }
 
-/// A backbone's identity: the CRC-32 of its f16 tensors (what a head file records it needs).
+/// A backbone's identity: the CRC-32 of its tensors' names, shapes and f16 values, in name order
+/// (what a head file records it needs, and what keys cached features). Not the burnpack bytes:
+/// those carry per-process parameter ids, so the same weights would get a new id on every load.
 pub fn backbone_id(net: &AestheticNet) -> Result<String> {
-    Ok(format!("vgg16-{:08x}", crc32fast::hash(&burnpack(&net.backbone, Precision::F16)?)))
+    let mut tensors = net.backbone.collect(None, Some(Box::new(HalfPrecisionAdapter::new())), false);
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut hasher = crc32fast::Hasher::new();
+    for tensor in &tensors {
+        hasher.update(tensor.name.as_bytes());
+        for dim in tensor.shape.iter() {
+            hasher.update(&(*dim as u64).to_le_bytes());
+        }
+        let bytes = tensor.to_bytes().map_err(|e| LoupeError::Weights(format!("cannot read tensor {}: {e}", tensor.name)))?;
+        hasher.update(&bytes);
+    }
+    Ok(format!("vgg16-{:08x}", hasher.finalize()))
 }
 
 /// Check a file's framing and read its metadata; returns the metadata and the payload.

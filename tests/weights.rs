@@ -163,3 +163,23 @@ fn backbone_and_head_files_rebuild_the_model() {
     assert!(error_of(&reg_head).contains("only a Head"));
     assert!(Scorer::from_weight_files(&[&backbone], &device).is_err());
 }
+
+#[test]
+fn the_backbone_id_depends_on_the_weights_only() {
+    // Two loads of one file are two sets of parameters (new ids in burn): same weights, same id.
+    // This is what lets heads trained in separate runs share one shipped backbone.
+    let device = flex();
+    let config = tiny(OutputKind::Regression, HeadKind::Compact);
+    let net = config.init(&device).unwrap();
+    let file = weights::encode(&net, &metadata(config, Precision::F16)).unwrap();
+    let (first, _) = weights::decode(&file, &device).unwrap();
+    let (second, _) = weights::decode(&file, &device).unwrap();
+    assert_eq!(weights::backbone_id(&first).unwrap(), weights::backbone_id(&second).unwrap());
+    // A histogram model given the same backbone weights has the same id; other weights, another.
+    let histogram = tiny(OutputKind::Histogram, HeadKind::Compact);
+    let mut other_model = histogram.init(&device).unwrap();
+    assert_ne!(weights::backbone_id(&other_model).unwrap(), weights::backbone_id(&first).unwrap());
+    let reloaded = weights::encode(&first, &metadata(config, Precision::F16)).unwrap();
+    other_model.backbone = weights::decode(&reloaded, &device).unwrap().0.backbone;
+    assert_eq!(weights::backbone_id(&other_model).unwrap(), weights::backbone_id(&first).unwrap());
+}

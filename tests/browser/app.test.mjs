@@ -1,7 +1,7 @@
 // Loupe in a real browser: Debian's chromium, headless, driven by playwright-core.
 // Run by scripts/test.sh, which builds www/pkg and the `loupe` CLI and passes:
 //   LOUPE_BIN     the native CLI (serves the app, and scores the same photo for comparison)
-//   LOUPE_FULL    a weights folder with full VGG16 models (ImageNet backbone)
+//   LOUPE_FULL    a weights folder with full VGG16 models (the shipped weights/ when present)
 //   LOUPE_TINY    a weights folder with tiny-width models (fast crops on SwiftShader)
 // Both backends: WebGPU (--enable-unsafe-webgpu, SwiftShader) and the CPU fallback (no flag).
 import { after, before, describe, test } from "node:test";
@@ -52,7 +52,10 @@ before(async () => {
 after(() => servers.forEach((s) => s.kill()));
 
 function nativeScores(weights, file) {
-  const out = execFileSync(LOUPE_BIN, ["score", "--json", "-w", join(weights, "regression.loupe"), "-w", join(weights, "histogram.loupe"), file]);
+  // Every file the app loads (a shared backbone first, then the heads), in manifest order.
+  const manifest = JSON.parse(readFileSync(join(weights, "manifest.json"), "utf8"));
+  const files = manifest.models.flatMap((m) => ["-w", join(weights, m.file)]);
+  const out = execFileSync(LOUPE_BIN, ["score", "--json", ...files, file]);
   return JSON.parse(String(out).trim().split("\n").pop());
 }
 

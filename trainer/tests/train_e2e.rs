@@ -129,6 +129,8 @@ fn training_learns_brightness_with_and_without_sample_weights() {
                 let (a, b) = (all[metric].as_f64().unwrap(), cached[metric].as_f64().unwrap());
                 assert!((a - b).abs() < 1e-4, "{name}, cache {pass}: {metric} {a} vs {b}");
             }
+            // Both runs froze the same random backbone (seed 1): one cache file serves both.
+            assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "the feature cache was not reused");
         }
         assert!(all["plcc"].as_f64().unwrap() > 0.8, "{name}: held-out predictions do not follow the labels");
         ranges.push(all["max_prediction"].as_f64().unwrap() - all["min_prediction"].as_f64().unwrap());
