@@ -76,6 +76,13 @@ impl Loupe {
     /// WebGPU when the browser offers an adapter and device, else the CPU backend.
     pub async fn create(force_cpu: bool) -> Loupe {
         if !force_cpu {
+            // Autotuning benchmarks several kernels for every new tensor shape; a browser GPU pays
+            // a shader compile for each (minutes for the crop search's multi-scale passes on a
+            // software GPU). Minimal effort keeps the first run of each shape quick.
+            use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, autotune::AutotuneLevel};
+            let mut config = CubeClRuntimeConfig::default();
+            config.autotune.level = AutotuneLevel::Minimal;
+            CubeClRuntimeConfig::try_set(config);
             match Device::wgpu_options().init_async().await {
                 Ok(device) => return Loupe { device, backend: "webgpu".into(), backbone: None, scorers: Vec::new() },
                 Err(error) => web_sys_log(&format!("WebGPU unavailable ({error:?}); using the CPU")),
@@ -94,7 +101,7 @@ impl Loupe {
     /// returns its metadata. A second model of the same output kind replaces the first.
     #[wasm_bindgen(js_name = loadWeights)]
     pub fn load_weights(&mut self, bytes: &[u8]) -> Result<JsValue, JsError> {
-        let to_js = |m: &weights::WeightMetadata| serde_wasm_bindgen::to_value(m).map_err(|e| JsError::new(&e.to_string()));
+        let to_js = |m: &weights::WeightMetadata| to_js_value(m);
         let (header, _) = weights::read_header(bytes).map_err(js_error)?;
         let (net, metadata) = match header.part {
             weights::Part::Backbone => {
@@ -120,7 +127,7 @@ impl Loupe {
     #[wasm_bindgen(js_name = inspectWeights)]
     pub fn inspect_weights(bytes: &[u8]) -> Result<JsValue, JsError> {
         let (metadata, _) = weights::read_header(bytes).map_err(js_error)?;
-        serde_wasm_bindgen::to_value(&metadata).map_err(|e| JsError::new(&e.to_string()))
+        to_js_value(&metadata)
     }
 
     /// Score one encoded image (JPEG, PNG, WebP, GIF, BMP) with every loaded model.
@@ -150,7 +157,7 @@ impl Loupe {
             backend: self.backend.clone(),
             ms: now_ms() - started,
         };
-        serde_wasm_bindgen::to_value(&result).map_err(|e| JsError::new(&e.to_string()))
+        to_js_value(&result)
     }
 
     /// The best crops of an image: `[{x, y, width, height, score}, ...]`, best first.
@@ -191,10 +198,18 @@ impl Loupe {
             fast_crop_search_async(scorer, &image, &request, &fast, progress).await
         }
         .map_err(js_error)?;
-        serde_wasm_bindgen::to_value(&crops).map_err(|e| JsError::new(&e.to_string()))
+        to_js_value(&crops)
     }
 }
 
 fn web_sys_log(message: &str) {
     web_sys::console::warn_1(&JsValue::from_str(message));
+}
+
+/// Plain JS objects (not `Map`s, which serde-wasm-bindgen makes of maps and flattened structs):
+/// the page reads `crop.score`, `metadata.model.output` and so on.
+fn to_js_value<T: serde::Serialize + ?Sized>(value: &T) -> Result<JsValue, JsError> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| JsError::new(&e.to_string()))
 }

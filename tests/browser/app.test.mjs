@@ -127,7 +127,8 @@ for (const backend of ["webgpu", "cpu"]) {
       await page.selectOption("#aspect", "4:5");
       await page.fill("#candidates", "6");
       await page.click("#crop-button");
-      await page.locator("#alternatives li").first().waitFor({ timeout: 600_000 });
+      await page.waitForFunction(() => document.querySelector("#alternatives li") || !document.getElementById("error").hidden, null, { timeout: 600_000 });
+      assert.equal(await page.locator("#error").isHidden(), true, await page.locator("#error").textContent());
       const crops = await page.evaluate(() => JSON.parse(document.getElementById("alternatives").dataset.crops));
       assert.ok(crops.length >= 1 && crops.length <= 5);
       for (const c of crops) {

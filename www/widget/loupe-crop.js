@@ -74,7 +74,7 @@ class LoupeCropElement extends HTMLElement {
       this.dispatchEvent(new CustomEvent("loupe-crop", { detail: best }));
     } catch (error) {
       this.status.textContent = `Could not crop: ${error.message}`;
-      this.dataset.state = "error";
+      Object.assign(this.dataset, { state: "error", error: error.message });
     }
   }
 }
