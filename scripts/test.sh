@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs Loupe's tests on a fresh Debian machine: installs what they need, then runs the Rust tests
-# (unit, integration, CLI end to end, native wgpu on Mesa lavapipe).
+# Runs every Loupe test on a fresh Debian machine: installs what they need, then runs the Rust
+# tests (unit, integration, CLI end to end, native wgpu on Mesa lavapipe) and the browser tests
+# (the wasm app in headless Debian chromium, on WebGPU/SwiftShader and on the CPU fallback).
 #   ./scripts/test.sh
-# The browser tests (scripts/test-browser.sh) are not part of this run yet: see the README.
 # Needs: the Rust toolchain (rustup), apt (root), node/npm, and ../shared/data beside the
 # checkout (or LOUPE_SHARED_DATA) for the real VGG16 weights.
 set -euo pipefail
@@ -24,3 +24,6 @@ fi
 
 echo "== Rust tests (workspace)"
 cargo test --workspace --locked
+
+echo "== browser tests"
+./scripts/test-browser.sh

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates weights/ exactly as shipped: the default models trained with `loupe train` on the
-# distillation set (../shared/data/distill), frozen ImageNet VGG16 backbone, compact heads, seeded.
-#   ./scripts/train-default-weights.sh            (about 40 min on 2 CPU cores; DEVICE=wgpu for a GPU)
+# Regenerates weights/ as shipped: the default models trained with `loupe train` on the
+# distillation set (../shared/data/distill), frozen ImageNet VGG16 backbone, compact heads, seeded;
+# evaluated with `loupe eval` on the set's validation part; exported with their metrics and
+# bundled as one shared backbone + two heads.
+#   ./scripts/train-default-weights.sh     (≈45 min on 2 CPU cores, most of it VGG16 features; DEVICE=wgpu for a GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/loupe-target}"
@@ -9,8 +11,11 @@ shared="${LOUPE_SHARED_DATA:-../shared/data}"
 distill="$shared/distill"
 runs="${RUNS:-$CARGO_TARGET_DIR/default-weight-runs}"
 device="${DEVICE:-flex}"
-cargo build --release --locked -p loupe-trainer
-loupe="$CARGO_TARGET_DIR/release/loupe"
+loupe="${LOUPE:-}"
+if [ -z "$loupe" ]; then
+  cargo build --release --locked -p loupe-trainer
+  loupe="$CARGO_TARGET_DIR/release/loupe"
+fi
 mkdir -p "$runs"
 
 for output in regression histogram; do
@@ -24,7 +29,7 @@ train() {
   rm -rf "$runs/$name"
   "$loupe" train --labels "$distill/AVA_train.txt" --images "$distill/images" \
     --init "$runs/init-$output.loupe" --model "$output" --head compact --freeze-backbone \
-    --feature-cache "$runs/features" --epochs "${EPOCHS:-60}" --lr "${LR:-3e-4}" --batch 32 \
+    --feature-cache "$runs/features" --epochs "${EPOCHS:-30}" --lr "${LR:-3e-4}" --batch 32 \
     --plateau-patience 3 --seed 1 --device "$device" --out "$runs/$name" "$@"
 }
 train swr regression
@@ -33,4 +38,19 @@ train swh histogram
 
 "$loupe" eval -w "$runs/swr/model.loupe" -w "$runs/nswr/model.loupe" -w "$runs/swh/model.loupe" \
   --labels "$distill/AVA_val.txt" --images "$distill/images" --variants "$distill/variants.csv" \
-  --device "$device" -o "$runs/eval"
+  --feature-cache "$runs/features" --device "$device" -o "$runs/eval"
+
+# Export the shipped models with their metrics and the attribution the distillation set requires.
+provenance="VGG16 (ImageNet conv base, Oxford VGG, CC BY 4.0) with heads distilled from idealo's AVA-trained NIMA MobileNet (Apache-2.0) on 135 permissively licensed photos and their crops/degradations; the student never saw AVA images; NOT the paper's AVA-trained weights."
+licence="Weights: CC BY 4.0. VGG16 ImageNet base: Oxford Visual Geometry Group (Simonyan & Zisserman), CC BY 4.0. Teacher: idealo image-quality-assessment NIMA MobileNet aesthetic model, Apache-2.0, Copyright 2018 idealo internet GmbH. Training photos: see PHOTO_CREDITS.csv (from the photo manifests MANIFEST.csv and MANIFEST_more.csv)."
+for name in swr swh; do
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps(r[sys.argv[2]]))' \
+    "$runs/eval/report.json" "$runs/$name/model.loupe" > "$runs/$name/metrics.json"
+  "$loupe" export --run "$runs/$name" --metrics "$runs/$name/metrics.json" \
+    --provenance "$provenance" --licence "$licence" -o "$runs/$name/export.loupe"
+done
+rm -f weights/*.loupe weights/manifest.json
+"$loupe" bundle -o weights "$runs/swr/export.loupe" "$runs/swh/export.loupe"
+python3 scripts/photo-credits.py "$shared" weights/PHOTO_CREDITS.csv
+cp "$runs/eval/report.md" weights/EVALUATION.md
+ls -l weights/

@@ -17,7 +17,7 @@
 //! backbone download it once — only the VGG16 backbone (`backbone`) or only a head (`head`,
 //! which names the backbone it was trained on by its `backbone_id`); parts are format 2.
 
-use burn::store::{BurnpackStore, HalfPrecisionAdapter, ModuleSnapshot};
+use burn::store::{BurnpackStore, HalfPrecisionAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot};
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
@@ -125,11 +125,30 @@ pub fn encode(net: &AestheticNet, metadata: &WeightMetadata) -> Result<Vec<u8>> 
     Ok(out)
 }
 
-fn burnpack<M: ModuleSnapshot>(module: &M, precision: Precision) -> Result<Vec<u8>> {
-    let mut store = BurnpackStore::from_bytes(None);
-    if precision == Precision::F16 {
-        store = store.with_to_adapter(HalfPrecisionAdapter::new());
+/// Drops burn's parameter ids (fresh per process, so identical weights would give different
+/// files) and optionally stores f16: the same weights always make the same bytes.
+#[derive(Clone)]
+struct Reproducible {
+    half: Option<HalfPrecisionAdapter>,
+}
+
+impl ModuleAdapter for Reproducible {
+    fn adapt(&self, mut tensor: burn::store::burn_pack::Tensor, ctx: ModuleContext<'_>) -> burn::store::burn_pack::Tensor {
+        tensor.param_id = None;
+        match &self.half {
+            Some(half) => half.adapt(tensor, ctx),
+            None => tensor,
+        }
     }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+fn burnpack<M: ModuleSnapshot>(module: &M, precision: Precision) -> Result<Vec<u8>> {
+    let half = (precision == Precision::F16).then(HalfPrecisionAdapter::new);
+    let mut store = BurnpackStore::from_bytes(None).with_to_adapter(Reproducible { half });
     let failed = |e: &dyn std::fmt::Display| LoupeError::Weights(format!("cannot serialise the model: {e}"));
     module.save_into(&mut store).map_err(|e| failed(&e))?;
     let bytes = store.get_bytes().map_err(|e| failed(&e))?;

@@ -183,3 +183,38 @@ fn tiny_and_thin_images_give_a_clear_error_or_a_sensible_crop() {
         assert!(error.to_string().contains("under 16 px"), "{aspect}: {error}");
     }
 }
+
+/// The shipped default regression model (shared backbone + head).
+fn default_scorer() -> Scorer {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
+    let files: Vec<Vec<u8>> = ["backbone.loupe", "regression.loupe"]
+        .iter()
+        .map(|f| std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("weights/{f}: {e}")))
+        .collect();
+    Scorer::from_weight_files(&[&files[0], &files[1]], &flex()).unwrap().remove(0)
+}
+
+#[test]
+fn fast_search_agrees_with_brute_force_on_real_photos_with_the_default_weights() {
+    use loupe::crop::{FastCropOptions, fast_crop_search};
+    let scorer = default_scorer();
+    assert!(scorer.metadata.head_trained);
+    // A hard setting for the estimate: only the top 3 of 48 by shared-feature score are re-scored
+    // exactly (the default re-scores 16), so agreement needs the estimate to rank well.
+    let options = FastCropOptions { rerank: 3, ..FastCropOptions::default() };
+    let (mut agreements, mut runs) = (0, 0);
+    for photo in ["rocket.jpg", "coffee.jpg", "chelsea.jpg"] {
+        let image = decode_image(&fixture_bytes(photo)).unwrap();
+        for aspect in ["1:1", "16:9"] {
+            let req = CropRequest { top_k: 1, ..request(aspect, 48, 11) };
+            let fast = fast_crop_search(&scorer, &image, &req, &options, |_, _| {}).unwrap();
+            let exact = exhaustive_crop_search(&scorer, &image, &req, |_, _| {}).unwrap();
+            let agrees = fast[0].rect == exact[0].rect || exact[0].score - fast[0].score <= 0.05;
+            println!("{photo} {aspect}: fast {:.3} vs brute force {:.3} ({agrees})", fast[0].score, exact[0].score);
+            agreements += usize::from(agrees);
+            runs += 1;
+        }
+    }
+    println!("agreement with the default weights: {agreements}/{runs}");
+    assert!(agreements * 10 >= runs * 8, "fast and brute-force crops agree in only {agreements} of {runs} runs");
+}

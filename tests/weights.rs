@@ -175,6 +175,9 @@ fn the_backbone_id_depends_on_the_weights_only() {
     let (first, _) = weights::decode(&file, &device).unwrap();
     let (second, _) = weights::decode(&file, &device).unwrap();
     assert_eq!(weights::backbone_id(&first).unwrap(), weights::backbone_id(&second).unwrap());
+    // And the same files, byte for byte (regenerated weights do not churn the repository).
+    let (a, b) = (weights::encode(&first, &metadata(config, Precision::F16)).unwrap(), weights::encode(&second, &metadata(config, Precision::F16)).unwrap());
+    assert!(a == b && a == file, "re-encoding the same weights changed the bytes");
     // A histogram model given the same backbone weights has the same id; other weights, another.
     let histogram = tiny(OutputKind::Histogram, HeadKind::Compact);
     let mut other_model = histogram.init(&device).unwrap();

@@ -23,6 +23,7 @@ const FC_WIDTH: usize = 4096;
 // f16), so the browser's download (29.4 MB backbone + two heads) stays under 32 MB.
 const COMPACT_REDUCED_CHANNELS: usize = 64;
 const COMPACT_HIDDEN: usize = 128;
+const COMPACT_INPUT_SCALE: f64 = 1.0 / 16.0;
 const DROPOUT: f64 = 0.5;
 
 /// torchvision's `classifier` entries (indices 0..=6).
@@ -92,6 +93,9 @@ impl CompactLayers {
     }
 
     fn forward(&self, features: Tensor<4>) -> Tensor<2> {
+        // VGG16's pool5 activations (Caffe input range) have a std of about 13 and peaks in the
+        // hundreds; brought near unit scale, the head's initialisation and learning rate fit them.
+        let features = features.mul_scalar(COMPACT_INPUT_SCALE);
         let x = self.relu.forward(self.reduce.forward(features)).flatten(1, 3);
         let x = self.dropout.forward(self.relu.forward(self.hidden.forward(x)));
         self.output.forward(x)

@@ -164,23 +164,32 @@ pub fn score_labels(
 }
 
 /// "Balanced" subset for sets without an ED split: equal numbers from the paper's three classes
-/// when all three exist, else equal thirds by score tercile (lowest, middle, highest).
+/// (<4, 4..7, >7) when all three hold at least 10 images; else equal numbers from the lowest,
+/// middle and highest thirds of the score range (equal-width bands), so extremes weigh as much as
+/// the crowded middle, as in the paper's ED-test.
 pub fn balanced_subset<'a>(labels: &[&'a ImageLabel]) -> Vec<&'a ImageLabel> {
     let classes = [ScoreClass::Low, ScoreClass::Average, ScoreClass::High];
     let groups: Vec<Vec<&ImageLabel>> =
         classes.iter().map(|&c| labels.iter().copied().filter(|l| ScoreClass::of(l.mean()) == c).collect()).collect();
+    let groups = if groups.iter().all(|g| g.len() >= 10) {
+        groups
+    } else {
+        let (low, high) = labels.iter().fold((f32::MAX, f32::MIN), |(lo, hi), l| (lo.min(l.mean()), hi.max(l.mean())));
+        let width = (high - low) / 3.0;
+        let band = |l: &ImageLabel| (((l.mean() - low) / width) as usize).min(2);
+        (0..3).map(|b| labels.iter().copied().filter(|l| band(l) == b).collect()).collect()
+    };
+    // The same number from each group, taken in id order: deterministic, and not biased toward
+    // any score within a group.
     let smallest = groups.iter().map(Vec::len).min().unwrap_or(0);
-    if smallest >= 10 {
-        return groups.into_iter().flat_map(|g| g.into_iter().take(smallest)).collect();
-    }
-    let mut sorted = labels.to_vec();
-    sorted.sort_by(|a, b| a.mean().total_cmp(&b.mean()));
-    let third = sorted.len() / 3;
-    let middle_start = (sorted.len() - third) / 2;
-    let mut subset = sorted[..third].to_vec();
-    subset.extend_from_slice(&sorted[middle_start..middle_start + third]);
-    subset.extend_from_slice(&sorted[sorted.len() - third..]);
-    subset
+    groups
+        .into_iter()
+        .flat_map(|mut g| {
+            g.sort_by_key(|l| l.id);
+            g.truncate(smallest);
+            g
+        })
+        .collect()
 }
 
 /// The paper's Tables 1 and 2, for the report.
@@ -204,21 +213,30 @@ pub fn report_markdown(model: OutputKind, weights_name: &str, sets: &[(String, M
         );
     }
     md += "\n## Beside the paper\n\n";
+    // The paper's RS-test and ED-test sit beside this report's first two sets (RS/ED-test with
+    // --splits; all and balanced without).
+    let set = |i: usize| sets.get(i);
+    let set_name = |i: usize| set(i).map_or("—".to_string(), |(n, _)| n.clone());
+    let mse = |i: usize| set(i).map_or("—".to_string(), |(_, m)| format!("{:.4}", m.mse));
+    let rmser = |i: usize| set(i).and_then(|(_, m)| m.rmser).map_or("—".to_string(), |r| format!("{:.2}%", 100.0 * r));
     match model {
         OutputKind::Regression => {
-            md += "Table 1 (MSE): | model | RS-test | ED-test |\n|---|---|---|\n";
+            md += &format!("Table 1 (MSE):\n\n| model | RS-test (paper) / {} (here) | ED-test (paper) / {} (here) |\n|---|---|---|\n", set_name(0), set_name(1));
             for (name, rs, ed) in PAPER_TABLE_1 {
                 md += &format!("| paper {name} | {rs:.4} | {ed:.4} |\n");
             }
+            md += &format!("| this model | {} | {} |\n", mse(0), mse(1));
         }
         OutputKind::Histogram => {
             let (rs_mse, rs_r, ed_mse, ed_r) = PAPER_TABLE_2;
-            md += "Table 2 (SWH): | set | MSE | RMSER |\n|---|---|---|\n";
-            md += &format!("| paper RS-test | {rs_mse:.4} | {:.2}% |\n| paper ED-test | {ed_mse:.4} | {:.2}% |\n", 100.0 * rs_r, 100.0 * ed_r);
+            md += &format!(
+                "Table 2:\n\n| model | MSE RS-test / {0} | RMSER RS-test / {0} | MSE ED-test / {1} | RMSER ED-test / {1} |\n|---|---|---|---|---|\n",
+                set_name(0),
+                set_name(1)
+            );
+            md += &format!("| paper SWH | {rs_mse:.4} | {:.2}% | {ed_mse:.4} | {:.2}% |\n", 100.0 * rs_r, 100.0 * ed_r);
+            md += &format!("| this model | {} | {} | {} | {} |\n", mse(0), rmser(0), mse(1), rmser(1));
         }
-    }
-    for (name, m) in sets {
-        md += &format!("| this model, {name} | {:.4} | {} |\n", m.mse, m.rmser.map_or("—".into(), |r| format!("{:.2}%", 100.0 * r)));
     }
     md += "\nPaper prediction ranges: NSWR 3.54..6.46, SWR 2.06..7.53. MSE per score: `mse_by_score.svg`.\n";
     md
@@ -261,6 +279,26 @@ pub fn ensure_nonempty(sets: &[(String, Vec<&ImageLabel>)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn balanced_subset_takes_equal_bands_of_the_score_range() {
+        // Means 3..6: no score above 7, so the paper's classes do not apply; the range splits into
+        // [3, 4), [4, 5), [5, 6] with 5, 30 and 8 images.
+        let label = |id: u64, low: u32, high: u32| {
+            let mut counts = [0; 10];
+            counts[2] = low; // rating 3
+            counts[5] = high; // rating 6
+            ImageLabel { id, counts }
+        };
+        let mut labels = vec![label(1, 1, 0), label(2, 0, 1)]; // means 3 and 6: the range
+        labels.extend((3..7).map(|id| label(id, 9, 1))); // 3.3: lowest band
+        labels.extend((7..37).map(|id| label(id, 1, 1))); // 4.5: middle band
+        labels.extend((37..44).map(|id| label(id, 1, 9))); // 5.7: highest band
+        let refs: Vec<&ImageLabel> = labels.iter().collect();
+        let subset = balanced_subset(&refs);
+        let count = |lo: f32, hi: f32| subset.iter().filter(|l| l.mean() >= lo && l.mean() < hi).count();
+        assert_eq!((count(3.0, 4.0), count(4.0, 5.0), count(5.0, 6.1)), (5, 5, 5));
+    }
 
     #[test]
     fn correlations_by_hand() {

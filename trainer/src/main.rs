@@ -156,6 +156,9 @@ struct TrainArgs {
     batch: usize,
     #[arg(long, value_enum, default_value = "adam")]
     optimizer: train::Optimizer,
+    /// L2 weight decay (0: none, as in the paper).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
     #[arg(long, value_enum, default_value = "chi-square")]
     histogram_loss: train::HistogramLoss,
     /// Sample-weight bins (the paper: 90).
@@ -215,6 +218,13 @@ struct ExportArgs {
     metrics: Option<PathBuf>,
     #[arg(long)]
     f32: bool,
+    /// Describe where the weights came from (replaces the generated description).
+    #[arg(long)]
+    provenance: Option<String>,
+    /// Licence and attributions that must travel with the weights (replaces the default, which
+    /// credits only the VGG16 ImageNet base).
+    #[arg(long)]
+    licence: Option<String>,
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
 }
@@ -651,6 +661,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.max_weight = args.max_weight;
     config.histogram_loss = args.histogram_loss;
     config.optimizer = args.optimizer;
+    config.weight_decay = args.weight_decay;
     config.epochs = args.epochs;
     config.lr = args.lr;
     config.batch = args.batch.max(1);
@@ -743,7 +754,8 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         }
     }
     for (((scorer, path), results), crop_ranking) in scorers.iter().zip(&paths).zip(results).zip(crop_ranking) {
-        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        // The path, not the file name: runs often all end in model.loupe.
+        let name = path.display().to_string();
         markdown += &eval::report_markdown(scorer.output(), &name, &results);
         markdown += "\n";
         let plot_name: String = path.display().to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
@@ -780,13 +792,19 @@ fn export_command(args: ExportArgs) -> Result<()> {
     let state = checkpoints.load_state()?.with_context(|| format!("{} holds no checkpoint", args.run.display()))?;
     let device = burn::tensor::Device::flex();
     let net = state.config.model.init(&device)?;
-    let (net, _) = checkpoints.load(&state, net, train::make_optimizer(state.config.optimizer))?;
+    let (net, _) = checkpoints.load(&state, net, train::make_optimizer(&state.config))?;
     let metrics = match &args.metrics {
         Some(path) => serde_json::from_slice(&read(path)?)?,
         None => serde_json::Value::Null,
     };
     let precision = if args.f32 { Precision::F32 } else { Precision::F16 };
-    let bytes = train::export(&net, &state, precision, metrics)?;
+    let mut bytes = train::export(&net, &state, precision, metrics)?;
+    if args.provenance.is_some() || args.licence.is_some() {
+        let (mut metadata, _) = weights::read_header(&bytes)?;
+        metadata.provenance = args.provenance.unwrap_or(metadata.provenance);
+        metadata.licence = args.licence.unwrap_or(metadata.licence);
+        bytes = weights::encode(&net, &metadata)?;
+    }
     std::fs::write(&args.out, &bytes)?;
     println!("wrote {} ({:.1} MB)", args.out.display(), bytes.len() as f64 / 1e6);
     Ok(())
@@ -839,10 +857,16 @@ fn bundle_command(out: &Path, models: &[PathBuf]) -> Result<()> {
             Some(first) if *first != id => bail!("{} has another backbone than the first model: they cannot share one", path.display()),
             Some(_) => {}
             None => {
+                // Only what describes the backbone itself, so retraining the heads leaves this
+                // (large) file byte for byte the same.
                 let mut backbone = metadata.clone();
                 backbone.part = weights::Part::Backbone;
                 backbone.backbone_id = Some(id.clone());
                 backbone.metrics = serde_json::Value::Null;
+                backbone.training = serde_json::Value::Null;
+                backbone.head_trained = false;
+                backbone.provenance = "VGG16 convolutional base (ImageNet), shared by the heads beside it".into();
+                backbone.licence = "Oxford Visual Geometry Group (Simonyan & Zisserman), CC BY 4.0".into();
                 std::fs::write(out.join("backbone.loupe"), weights::encode(&net, &backbone)?)?;
                 backbone_written = Some(id.clone());
             }

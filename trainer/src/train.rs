@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -55,6 +56,9 @@ pub struct TrainConfig {
     pub max_weight: Option<f32>,
     pub histogram_loss: HistogramLoss,
     pub optimizer: Optimizer,
+    /// L2 penalty added to the gradients (0 = none, the paper's setting).
+    #[serde(default)]
+    pub weight_decay: f32,
     pub epochs: usize,
     pub lr: f64,
     pub batch: usize,
@@ -173,11 +177,13 @@ impl Checkpoints {
     }
 }
 
-pub fn make_optimizer(kind: Optimizer) -> ModuleOptimizer {
-    match kind {
-        Optimizer::Adam => AdamConfig::new().init(),
+pub fn make_optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let decay = (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay));
+    match config.optimizer {
+        Optimizer::Adam => AdamConfig::new().with_weight_decay(decay).init(),
         Optimizer::Sgd => SgdConfig::new()
             .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+            .with_weight_decay(decay)
             .init(),
     }
 }
@@ -271,7 +277,7 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, device: Device, feat
     let device = device.autodiff();
     device.seed(config.seed);
     let (mut net, head_trained) = initial_net(&config, &device)?;
-    let mut optimizer = make_optimizer(config.optimizer);
+    let mut optimizer = make_optimizer(&config);
     let mut state = match previous {
         Some(state) => {
             let (loaded_net, loaded_optimizer) = checkpoints.load(&state, net, optimizer)?;
@@ -577,6 +583,7 @@ pub fn default_config(labels: PathBuf, images: PathBuf, output: OutputKind, head
         max_weight: None,
         histogram_loss: HistogramLoss::ChiSquare,
         optimizer: Optimizer::Adam,
+        weight_decay: 0.0,
         epochs: 20,
         lr: 1e-5,
         batch: 16,
