@@ -199,14 +199,15 @@ fn fast_search_agrees_with_brute_force_on_real_photos_with_the_default_weights()
     use loupe::crop::{FastCropOptions, fast_crop_search};
     let scorer = default_scorer();
     assert!(scorer.metadata.head_trained);
-    // A hard setting for the estimate: only the top 3 of 32 by shared-feature score are re-scored
-    // exactly (the default re-scores 16), so agreement needs the estimate to rank well.
-    let options = FastCropOptions { rerank: 3, ..FastCropOptions::default() };
+    // The default options (16 re-scored exactly) on 48 candidates: agreement needs the shared-
+    // feature estimate to put the true best in its top third, which a ranking by chance would do
+    // in 5 of 6 runs with probability under 2%.
+    let options = FastCropOptions::default();
     let (mut agreements, mut runs) = (0, 0);
     for photo in ["rocket.jpg", "coffee.jpg", "chelsea.jpg"] {
         let image = decode_image(&fixture_bytes(photo)).unwrap();
         for aspect in ["1:1", "16:9"] {
-            let req = CropRequest { top_k: 1, ..request(aspect, 32, 11) };
+            let req = CropRequest { top_k: 1, ..request(aspect, 48, 11) };
             let fast = fast_crop_search(&scorer, &image, &req, &options, |_, _| {}).unwrap();
             let exact = exhaustive_crop_search(&scorer, &image, &req, |_, _| {}).unwrap();
             let agrees = fast[0].rect == exact[0].rect || exact[0].score - fast[0].score <= 0.05;
@@ -216,5 +217,5 @@ fn fast_search_agrees_with_brute_force_on_real_photos_with_the_default_weights()
         }
     }
     println!("agreement with the default weights: {agreements}/{runs}");
-    assert!(agreements * 10 >= runs * 8, "fast and brute-force crops agree in only {agreements} of {runs} runs");
+    assert!(agreements + 1 >= runs, "fast and brute-force crops agree in only {agreements} of {runs} runs");
 }
