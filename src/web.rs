@@ -101,12 +101,11 @@ impl Loupe {
     /// returns its metadata. A second model of the same output kind replaces the first.
     #[wasm_bindgen(js_name = loadWeights)]
     pub fn load_weights(&mut self, bytes: &[u8]) -> Result<JsValue, JsError> {
-        let to_js = |m: &weights::WeightMetadata| to_js_value(m);
         let (header, _) = weights::read_header(bytes).map_err(js_error)?;
         let (net, metadata) = match header.part {
             weights::Part::Backbone => {
                 let backbone = weights::decode_backbone(bytes, &self.device).map_err(js_error)?;
-                let metadata = to_js(&backbone.metadata)?;
+                let metadata = to_js_value(&backbone.metadata)?;
                 self.backbone = Some(backbone);
                 return Ok(metadata);
             }
@@ -117,7 +116,7 @@ impl Loupe {
             }
         };
         let scorer = Scorer::new(net, metadata, self.device.clone());
-        let metadata = to_js(&scorer.metadata)?;
+        let metadata = to_js_value(&scorer.metadata)?;
         self.scorers.retain(|s| s.output() != scorer.output());
         self.scorers.push(scorer);
         Ok(metadata)

@@ -172,7 +172,7 @@ pub fn candidates(width: u32, height: u32, request: &CropRequest) -> Result<Vec<
             let mut seen = std::collections::HashSet::new();
             let mut rects = Vec::with_capacity(request.candidates);
             for i in 0..scales {
-                // Largest first, so a truncated grid keeps the whole-picture end.
+                // Largest first.
                 let t = if scales == 1 { 1.0 } else { 1.0 - i as f64 / (scales - 1) as f64 };
                 let (w, h) = sizes.at_scale(t);
                 for rect in grid_positions(width, height, w, h, per_scale) {
@@ -195,8 +195,9 @@ pub fn random_candidates(width: u32, height: u32, request: &CropRequest) -> Resu
 struct CandidateSizes {
     /// A fixed pixel size: every scale gives it.
     fixed: bool,
-    /// (longest side's minimum, maximum) and how the other side follows from it.
+    /// The width:height ratio (for a fixed size, the size itself).
     aspect: (u32, u32),
+    /// The largest such frame that fits.
     max: (u32, u32),
     min_scale: f64,
 }

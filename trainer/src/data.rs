@@ -69,28 +69,41 @@ impl ImageFolder {
     }
 }
 
-/// Progress in logs: indicatif hides its bars when stderr is not a terminal (scripts, nohup), so
-/// there a plain line is printed at every tenth of the work instead.
-pub struct LogProgress {
+/// Progress of a long loop: an indicatif bar on a terminal; in logs (scripts, nohup), where
+/// indicatif hides its bars, a plain line at every tenth of the work instead.
+pub struct Progress {
+    bar: indicatif::ProgressBar,
     what: &'static str,
     total: usize,
     tenths_shown: usize,
     started: std::time::Instant,
-    enabled: bool,
+    log_lines: bool,
 }
 
-impl LogProgress {
+impl Progress {
     pub fn new(what: &'static str, total: usize) -> Self {
         use std::io::IsTerminal;
-        let enabled = total > 0 && !std::io::stderr().is_terminal();
-        Self { what, total, tenths_shown: 0, started: std::time::Instant::now(), enabled }
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")
+                .expect("valid template"),
+        );
+        bar.set_message(what);
+        let log_lines = total > 0 && !std::io::stderr().is_terminal();
+        Self { bar, what, total, tenths_shown: 0, started: std::time::Instant::now(), log_lines }
     }
 
-    pub fn update(&mut self, done: usize) {
-        let tenths = done.min(self.total) * 10 / self.total.max(1);
-        if self.enabled && tenths > self.tenths_shown {
+    pub fn inc(&mut self, n: usize) {
+        self.bar.inc(n as u64);
+        let done = (self.bar.position() as usize).min(self.total);
+        let tenths = done * 10 / self.total.max(1);
+        if self.log_lines && tenths > self.tenths_shown {
             self.tenths_shown = tenths;
             eprintln!("{}: {done}/{} ({:.0} s)", self.what, self.total, self.started.elapsed().as_secs_f64());
         }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
     }
 }

@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use loupe::Scorer;
 use loupe::model::OutputKind;
 use serde::Serialize;
 
-use crate::data::{ImageFolder, LogProgress};
+use crate::data::{ImageFolder, Progress};
 use crate::train::FeatureCache;
 use loupe::burn::tensor::Tensor;
 use crate::labels::ImageLabel;
@@ -139,27 +138,23 @@ pub fn score_labels(
     };
     if let Some(dir) = cache {
         let file = dir.join(format!("{}.features", crate::train::backbone_key(&first.net, first.metadata.input)));
-        let owned: Vec<ImageLabel> = labels.iter().map(|&l| l.clone()).collect();
-        let features = FeatureCache::load_or_compute(&first.net, &owned, images, first.metadata.input, batch, &first.device, Some(&file))?;
+        let features = FeatureCache::load_or_compute(&first.net, labels, images, first.metadata.input, batch, &first.device, Some(&file))?;
         let readable: Vec<&ImageLabel> = labels.iter().copied().filter(|l| features.contains(l.id)).collect();
         for chunk in readable.chunks(batch.max(1)) {
             record(chunk, features.batch(chunk, &first.device))?;
         }
         return Ok(scored);
     }
-    let bar = ProgressBar::new(labels.len() as u64);
-    bar.set_style(ProgressStyle::with_template("evaluating {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")?);
-    let mut log = LogProgress::new("evaluating", labels.len());
+    let mut progress = Progress::new("evaluating", labels.len());
     for chunk in labels.chunks(batch.max(1)) {
         let (loaded, inputs) = images.load_batch(chunk);
-        bar.inc(chunk.len() as u64);
-        log.update(bar.position() as usize);
+        progress.inc(chunk.len());
         if loaded.is_empty() {
             continue;
         }
         record(&loaded, first.net.backbone.forward(first.input(&inputs)))?;
     }
-    bar.finish_and_clear();
+    progress.finish();
     Ok(scored)
 }
 

@@ -306,7 +306,8 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, device: Device, feat
     let images = ImageFolder::new(&config.images, false);
     let features = if config.freeze_backbone {
         let cache_file = feature_cache_dir.map(|dir| dir.join(format!("{}.features", backbone_key(&net, config.input))));
-        Some(FeatureCache::load_or_compute(&net, &train_labels, &images, config.input, config.batch, &device.clone().inner(), cache_file.as_deref())?)
+        let refs: Vec<&ImageLabel> = train_labels.iter().collect();
+        Some(FeatureCache::load_or_compute(&net, &refs, &images, config.input, config.batch, &device.clone().inner(), cache_file.as_deref())?)
     } else {
         None
     };
@@ -411,7 +412,7 @@ impl FeatureCache {
     /// Features from `cache_file` when it holds every image, else computed (and the file written).
     pub fn load_or_compute(
         net: &AestheticNet,
-        labels: &[ImageLabel],
+        labels: &[&ImageLabel],
         images: &ImageFolder,
         input: InputConvention,
         batch: usize,
@@ -425,7 +426,7 @@ impl FeatureCache {
             }),
             _ => Self { features: BTreeMap::new(), shape: [0; 3] },
         };
-        let missing: Vec<ImageLabel> = labels.iter().filter(|l| !cached.contains(l.id)).cloned().collect();
+        let missing: Vec<&ImageLabel> = labels.iter().copied().filter(|l| !cached.contains(l.id)).collect();
         if missing.is_empty() {
             eprintln!("backbone features: all {} from the cache", labels.len());
             return Ok(cached);
@@ -486,23 +487,19 @@ impl FeatureCache {
 
     pub fn compute(
         net: &AestheticNet,
-        labels: &[ImageLabel],
+        labels: &[&ImageLabel],
         images: &ImageFolder,
         input: InputConvention,
         batch: usize,
         device: &Device,
     ) -> Result<Self> {
         let backbone = net.backbone.valid().to_device(device);
-        let bar = ProgressBar::new(labels.len() as u64);
-        bar.set_style(ProgressStyle::with_template("backbone features {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")?);
+        let mut progress = crate::data::Progress::new("backbone features", labels.len());
         let mut features = BTreeMap::new();
         let mut shape = [0; 3];
-        let refs: Vec<&ImageLabel> = labels.iter().collect();
-        let mut log = crate::data::LogProgress::new("backbone features", labels.len());
-        for chunk in refs.chunks(batch.max(1)) {
+        for chunk in labels.chunks(batch.max(1)) {
             let (loaded, inputs) = images.load_batch(chunk);
-            bar.inc(chunk.len() as u64);
-            log.update(bar.position() as usize);
+            progress.inc(chunk.len());
             if loaded.is_empty() {
                 continue;
             }
@@ -515,7 +512,7 @@ impl FeatureCache {
             }
             debug_assert_eq!(n, loaded.len());
         }
-        bar.finish_and_clear();
+        progress.finish();
         Ok(Self { features, shape })
     }
 
