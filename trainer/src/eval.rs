@@ -233,36 +233,10 @@ pub fn report_markdown(model: OutputKind, weights_name: &str, sets: &[(String, M
             md += &format!("| this model | {} | {} | {} | {} |\n", mse(0), rmser(0), mse(1), rmser(1));
         }
     }
-    md += "\nPaper prediction ranges: NSWR 3.54..6.46, SWR 2.06..7.53. MSE per score: `mse_by_score.svg`.\n";
+    md += "\nPaper prediction ranges: NSWR 3.54..6.46, SWR 2.06..7.53. MSE per score: `mse_by_score_*.svg` / `.png`.\n";
     md
 }
 
-/// Fig. 3: MSE per score, one line per test set.
-pub fn plot_mse_by_score(path: &Path, sets: &[(String, Metrics)]) -> Result<()> {
-    use plotters::prelude::*;
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let top = sets.iter().flat_map(|(_, m)| m.mse_by_score.iter().map(|b| b.2)).fold(0.1, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption("MSE per aesthetic score (paper Fig. 3)", ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(1f32..10f32, 0f64..top * 1.1)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    chart.configure_mesh().x_desc("true score").y_desc("MSE").draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    for (i, (name, m)) in sets.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(m.mse_by_score.iter().map(|b| (b.0 + 0.25, b.2)), color.stroke_width(2)))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-    }
-    chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(())
-}
 
 pub fn ensure_nonempty(sets: &[(String, Vec<&ImageLabel>)]) -> Result<()> {
     if sets.iter().all(|(_, l)| l.is_empty()) {

@@ -6,6 +6,7 @@ mod device;
 mod eval;
 mod labels;
 mod losses;
+mod plots;
 mod serve;
 mod splits;
 mod stats;
@@ -89,7 +90,7 @@ enum DataCommand {
         splits: Option<PathBuf>,
         #[arg(long, default_value_t = splits::PAPER_BINS)]
         bins: usize,
-        /// Write score-distribution and sample-weight plots (SVG) here.
+        /// Write score-distribution and sample-weight plots (SVG and PNG) here.
         #[arg(long)]
         plots: Option<PathBuf>,
     },
@@ -197,7 +198,7 @@ struct EvalArgs {
     /// The distillation set's variants.csv: also report the mean per-photo SRCC over undegraded crops.
     #[arg(long)]
     variants: Option<PathBuf>,
-    /// Report folder (report.md, report.json, mse_by_score.svg).
+    /// Report folder (report.md, report.json, mse_by_score_*.svg and .png).
     #[arg(long = "out", short = 'o')]
     out: PathBuf,
     #[arg(long, default_value_t = 16)]
@@ -596,8 +597,8 @@ fn data_command(command: DataCommand) -> Result<()> {
             println!("sample weights (Eq. 1, {bins} bins, {used} non-empty): {min:.3} .. {max:.1}");
             if let Some(dir) = plots {
                 std::fs::create_dir_all(&dir)?;
-                stats::plot_score_distributions(&dir.join("score_distributions.svg"), &sets)?;
-                stats::plot_sample_weights(&dir.join("sample_weights.svg"), &weights)?;
+                plots::save(&plots::ScoreDistributions(&sets), &dir.join("score_distributions"))?;
+                plots::save(&plots::SampleWeightsFigure(&weights), &dir.join("sample_weights"))?;
                 println!("plots in {}", dir.display());
             }
             Ok(())
@@ -622,8 +623,8 @@ fn data_command(command: DataCommand) -> Result<()> {
             println!("train sample weights (Eq. 1, 90 bins): {min:.3} .. {max:.1}");
             summary.insert("seed".into(), seed.into());
             std::fs::write(out.join("split.json"), serde_json::to_vec_pretty(&summary)?)?;
-            stats::plot_score_distributions(&out.join("score_distributions.svg"), &sets)?;
-            stats::plot_sample_weights(&out.join("sample_weights.svg"), &weights)?;
+            plots::save(&plots::ScoreDistributions(&sets), &out.join("score_distributions"))?;
+            plots::save(&plots::SampleWeightsFigure(&weights), &out.join("sample_weights"))?;
             println!("wrote {}/{{train,rs_test,ed_test}}.txt, split.json and plots", out.display());
             Ok(())
         }
@@ -759,7 +760,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         markdown += &eval::report_markdown(scorer.output(), &name, &results);
         markdown += "\n";
         let plot_name: String = path.display().to_string().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        eval::plot_mse_by_score(&args.out.join(format!("mse_by_score_{plot_name}.svg")), &results)?;
+        plots::save(&plots::MseByScore(&results), &args.out.join(format!("mse_by_score_{plot_name}")))?;
         let key = if scorers.len() == 1 { model_name(scorer).to_string() } else { path.display().to_string() };
         let mut entry = serde_json::to_value(results.into_iter().collect::<std::collections::BTreeMap<_, _>>())?;
         if let Some(crop) = crop_ranking {

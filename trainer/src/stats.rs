@@ -2,9 +2,7 @@
 //! sample weights, and Fig. 2 (score distributions of all / train / RS-test / ED-test).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use anyhow::Result;
 use serde::Serialize;
 
 use crate::labels::{ImageLabel, Labels};
@@ -69,63 +67,3 @@ pub fn weights_for(sets: &[(String, Vec<&ImageLabel>)], bins: usize, max_weight:
     sample_weights(&scores, bins, max_weight)
 }
 
-fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("plotting failed: {e:?}")
-}
-
-/// Fig. 2: one histogram of scores (0.1-wide bins, share of images) per set.
-pub fn plot_score_distributions(path: &Path, sets: &[(String, Vec<&ImageLabel>)]) -> Result<()> {
-    use plotters::prelude::*;
-    let root = SVGBackend::new(path, (360 * sets.len() as u32, 320)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    for ((name, labels), area) in sets.iter().zip(root.split_evenly((1, sets.len()))) {
-        let mut counts = vec![0usize; 90];
-        for l in labels {
-            counts[crate::splits::bin_of(l.mean(), 90)] += 1;
-        }
-        let total = labels.len().max(1) as f64;
-        let top = counts.iter().map(|&c| c as f64 / total).fold(0.01, f64::max);
-        let mut chart = ChartBuilder::on(&area)
-            .caption(format!("{name} ({})", labels.len()), ("sans-serif", 16))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(44)
-            .build_cartesian_2d(1f64..10f64, 0f64..top * 1.1)
-            .map_err(plot_error)?;
-        chart.configure_mesh().x_desc("score").y_desc("share").draw().map_err(plot_error)?;
-        chart
-            .draw_series(counts.iter().enumerate().map(|(i, &c)| {
-                let x = 1.0 + i as f64 * 0.1;
-                Rectangle::new([(x, 0.0), (x + 0.1, c as f64 / total)], BLUE.mix(0.6).filled())
-            }))
-            .map_err(plot_error)?;
-    }
-    root.present().map_err(plot_error)?;
-    Ok(())
-}
-
-/// The sample weight of each of the B bins (log scale).
-pub fn plot_sample_weights(path: &Path, weights: &SampleWeights) -> Result<()> {
-    use plotters::prelude::*;
-    let root = SVGBackend::new(path, (720, 360)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    let (min, max) = weights.range();
-    let bins = weights.weights.len();
-    let width = 9.0 / bins as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("sample weights (Eq. 1, {bins} bins)"), ("sans-serif", 16))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(56)
-        .build_cartesian_2d(1f64..10f64, (f64::from(min) * 0.5..f64::from(max) * 2.0).log_scale())
-        .map_err(plot_error)?;
-    chart.configure_mesh().x_desc("score").y_desc("weight").draw().map_err(plot_error)?;
-    chart
-        .draw_series(weights.weights.iter().enumerate().filter(|(_, w)| **w > 0.0).map(|(i, &w)| {
-            let x = 1.0 + i as f64 * width;
-            Rectangle::new([(x, f64::from(min) * 0.5), (x + width, f64::from(w))], RED.mix(0.6).filled())
-        }))
-        .map_err(plot_error)?;
-    root.present().map_err(plot_error)?;
-    Ok(())
-}
