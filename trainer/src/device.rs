@@ -1,24 +1,48 @@
 //! `--device` names → burn devices, with a clear error when a GPU backend cannot start.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 
-pub const DEVICE_HELP: &str = "flex (CPU), wgpu (any native GPU API), vulkan, cuda (needs the `cuda` build feature)";
+pub const DEVICE_HELP: &str = "flex (CPU), wgpu (any native GPU API), vulkan, cuda (needs the `cuda` build feature); \
+    wgpu:N, vulkan:N, cuda:N pick the N-th GPU";
 
+/// One device: `flex`, `wgpu`, `vulkan`, `cuda`, or a GPU kind with an index (`cuda:1`).
 pub fn parse_device(name: &str) -> Result<Device> {
-    match name {
-        "flex" | "cpu" => Ok(Device::flex()),
+    let (kind, index) = match name.split_once(':') {
+        Some((kind, index)) => {
+            let index: usize = index.parse().with_context(|| format!("'{name}': the device index must be a number"))?;
+            (kind, Some(index))
+        }
+        None => (name, None),
+    };
+    #[cfg(feature = "wgpu")]
+    let wgpu = |api: Option<burn::tensor::wgpu::WgpuBackend>| {
+        let mut options = Device::wgpu_options();
+        if let Some(index) = index {
+            options = options.device_kind(burn::tensor::DeviceKind::DiscreteGpu(index));
+        }
+        if let Some(api) = api {
+            options = options.graphics_api(api);
+        }
+        options.init().map_err(|e| anyhow::anyhow!("no usable {kind} adapter for '{name}': {e:?}"))
+    };
+    match kind {
+        "flex" | "cpu" if index.is_none() => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
-        "wgpu" => Device::wgpu_options()
-            .init()
-            .map_err(|e| anyhow::anyhow!("no usable wgpu adapter: {e:?}")),
+        "wgpu" => wgpu(None),
         #[cfg(feature = "wgpu")]
-        "vulkan" => Device::wgpu_options()
-            .graphics_api(burn::tensor::wgpu::WgpuBackend::Vulkan)
-            .init()
-            .map_err(|e| anyhow::anyhow!("no usable Vulkan adapter: {e:?}")),
+        "vulkan" => wgpu(Some(burn::tensor::wgpu::WgpuBackend::Vulkan)),
         #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        other => bail!("unknown or disabled device '{other}': use {DEVICE_HELP}"),
+        "cuda" => Ok(Device::cuda(index.unwrap_or(0))),
+        _ => bail!("unknown or disabled device '{name}': use {DEVICE_HELP}"),
     }
+}
+
+/// A comma-separated list (`cuda:0,cuda:1`): training splits each batch across them.
+pub fn parse_devices(list: &str) -> Result<Vec<Device>> {
+    let devices = list.split(',').map(|name| parse_device(name.trim())).collect::<Result<Vec<_>>>()?;
+    if devices.is_empty() {
+        bail!("no device given");
+    }
+    Ok(devices)
 }

@@ -669,8 +669,8 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.freeze_backbone = args.freeze_backbone;
     config.plateau_patience = args.plateau_patience;
     config.seed = args.seed;
-    let device = device::parse_device(&args.device)?;
-    let outcome = train::train(config, &args.out, args.resume, device, args.feature_cache.as_deref())?;
+    let devices = device::parse_devices(&args.device)?;
+    let outcome = train::train(config, &args.out, args.resume, devices, args.feature_cache.as_deref())?;
     let bytes = train::export(&outcome.net, &outcome.state, Precision::F16, serde_json::Value::Null)?;
     let model_path = args.out.join("model.loupe");
     std::fs::write(&model_path, bytes)?;

@@ -186,6 +186,40 @@ fn a_killed_run_resumes_without_losing_an_epoch() {
     assert!(inspect.contains("\"head_trained\": true") && inspect.contains("histogram"));
 }
 
+/// Data parallelism on the CLI: `--device flex,flex` splits every batch across two devices (both the
+/// CPU here; `cuda:0,cuda:1` or `wgpu:0,wgpu:1` with GPUs). Full fine-tuning, so decoded images are
+/// sharded too. (That the shards' gradients add up to the whole batch's is a unit test.)
+#[test]
+fn training_splits_batches_across_several_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(11);
+    let scores: Vec<f32> = (0..20).map(|_| 2.0 + 6.0 * rng.next()).collect();
+    let labels = write_dataset(dir.path(), "labels.txt", &scores, 1, &mut rng);
+    let images = dir.path().join("images");
+    let out = dir.path().join("run");
+    let (labels, images, out_s) = (labels.to_str().unwrap(), images.to_str().unwrap(), out.to_str().unwrap());
+    let args = train_args(labels, images, out_s, &["--epochs", "3", "--lr", "1e-3", "--batch", "8", "--device", "flex,flex"]);
+    let output = Command::new(LOUPE).args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("data parallel on 2 devices"), "{stderr}");
+    let state = run_state(&out).unwrap();
+    let history = state["history"].as_array().unwrap();
+    assert_eq!(history.len(), 3);
+    for epoch in history {
+        assert_eq!(epoch["images"].as_u64(), Some(20), "every image trained once per epoch");
+        assert!(epoch["loss"].as_f64().unwrap().is_finite());
+    }
+    let inspect = loupe(&["inspect", out.join("model.loupe").to_str().unwrap()]);
+    assert!(inspect.contains("\"head_trained\": true"));
+
+    // A bad entry in the list is one clear error.
+    let bad = train_args(labels, images, out_s, &["--device", "flex,tpu"]);
+    let refused = Command::new(LOUPE).args(&bad).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown or disabled device 'tpu'"));
+}
+
 /// `loupe data split` on a real slice of AVA.txt (3000 rows of the original format, plus a few
 /// broken rows): the paper's classes, disjoint sets, the same files for the same seed.
 #[test]
