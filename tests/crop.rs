@@ -12,7 +12,11 @@ use loupe::weights::WeightMetadata;
 use loupe::Scorer;
 
 fn tiny_scorer() -> Scorer {
-    let config = ModelConfig::new(OutputKind::Regression, HeadKind::Compact).with_width_divisor(16);
+    tiny_scorer_with(HeadKind::Compact)
+}
+
+fn tiny_scorer_with(head: HeadKind) -> Scorer {
+    let config = ModelConfig::new(OutputKind::Regression, head).with_width_divisor(16);
     let device = flex();
     let net = config.init(&device).unwrap();
     Scorer::new(net, WeightMetadata::new(config, InputConvention::CaffeBgr), device)
@@ -133,7 +137,10 @@ fn exhaustive_search_returns_the_best_candidates_in_order() {
 #[test]
 fn fast_search_keeps_the_contract_of_the_reference() {
     use loupe::crop::{FastCropOptions, fast_crop_search};
-    let scorer = tiny_scorer();
+    // Both kinds of head input: the 7x7 map only (RoI-aligned), and block statistics as well
+    // (region statistics from the per-block grids).
+    for head in [HeadKind::Compact, HeadKind::Statistics] {
+    let scorer = tiny_scorer_with(head);
     let mut agreements = 0;
     let mut runs = 0;
     for photo in ["rocket.jpg", "coffee.jpg", "chelsea.jpg"] {
@@ -164,7 +171,8 @@ fn fast_search_keeps_the_contract_of_the_reference() {
     }
     // A random tiny model's scores say little about real agreement (measured with trained
     // weights by `cargo bench --bench crop`); here it is reported, the contract is asserted.
-    println!("fast vs brute force agreement (random tiny model): {agreements}/{runs}");
+    println!("{head:?} head: fast vs brute force agreement (random tiny model): {agreements}/{runs}");
+    }
 }
 
 #[test]

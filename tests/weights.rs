@@ -40,6 +40,7 @@ fn f16_round_trip_keeps_outputs() {
         (OutputKind::Regression, HeadKind::Compact),
         (OutputKind::Histogram, HeadKind::Compact),
         (OutputKind::Regression, HeadKind::Paper),
+        (OutputKind::Histogram, HeadKind::Statistics),
     ] {
         let config = tiny(output, head);
         let net = config.init(&device).unwrap();

@@ -5,7 +5,8 @@
 //! size becomes 224x224, exactly as the reference would resize it — and every candidate is
 //! scored from the shared feature map: its region is RoI-aligned (bilinear, 2x2 samples per cell)
 //! to the head's 7x7 input. The K best by that estimate are then re-scored exactly (the reference
-//! path) and ranked by their exact scores.
+//! path) and ranked by their exact scores. Heads that also read block statistics get each
+//! candidate's region statistics from per-block grids of the same passes ([`BlockGrid`]).
 
 use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
@@ -13,12 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{CropRequest, Rect, ScoredCrop, best_crops, candidates};
 use crate::error::{LoupeError, Result};
-use crate::model::vgg16::{FEATURE_MAP_SIZE, INPUT_SIZE};
+use crate::model::vgg16::{BackboneFeatures, FEATURE_MAP_SIZE, INPUT_SIZE};
 use crate::preprocess::normalise_chw;
 use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
 
 /// VGG16's feature map stride (five 2x2 pools).
-const STRIDE: f32 = 32.0;
+const STRIDE: f32 = crate::model::vgg16::STRIDE as f32;
 /// No scale level resizes the photo beyond this many pixels on a side (bounds the cost).
 const MAX_LEVEL_SIDE: u32 = 1344;
 
@@ -48,6 +49,71 @@ struct Level {
     height: usize,
     width: usize,
     features: Vec<f32>,
+    /// Per block, for heads that read block statistics.
+    blocks: Vec<BlockGrid>,
+}
+
+/// One block's activations summed over the map's grid cells (32x32 input pixels each), as
+/// integral images of x and x² per channel: any region's mean and standard deviation in O(1).
+struct BlockGrid {
+    channels: usize,
+    /// Grid cells down and across; the integral images have one more row and column.
+    height: usize,
+    width: usize,
+    sum: Vec<f32>,
+    sum_of_squares: Vec<f32>,
+}
+
+impl BlockGrid {
+    /// From cell means `[C, H, W]` of x and of x².
+    fn new(channels: usize, height: usize, width: usize, mean: &[f32], mean_of_squares: &[f32]) -> Self {
+        let integral = |cells: &[f32]| {
+            let mut out = vec![0.0f32; channels * (height + 1) * (width + 1)];
+            for c in 0..channels {
+                let plane = &cells[c * height * width..(c + 1) * height * width];
+                let table = &mut out[c * (height + 1) * (width + 1)..(c + 1) * (height + 1) * (width + 1)];
+                for y in 0..height {
+                    let mut row = 0.0;
+                    for x in 0..width {
+                        row += plane[y * width + x];
+                        table[(y + 1) * (width + 1) + x + 1] = table[y * (width + 1) + x + 1] + row;
+                    }
+                }
+            }
+            out
+        };
+        Self { channels, height, width, sum: integral(mean), sum_of_squares: integral(mean_of_squares) }
+    }
+
+    /// The integral of channel `c` over [0, x) x [0, y) in cell units, bilinear between the
+    /// table's corners (exact for values constant within a cell).
+    fn integral(&self, table: &[f32], c: usize, x: f32, y: f32) -> f32 {
+        let (stride, plane) = (self.width + 1, (self.width + 1) * (self.height + 1));
+        let table = &table[c * plane..(c + 1) * plane];
+        let (x, y) = (x.clamp(0.0, self.width as f32), y.clamp(0.0, self.height as f32));
+        let (x0, y0) = ((x.floor() as usize).min(self.width.saturating_sub(1)), (y.floor() as usize).min(self.height.saturating_sub(1)));
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let at = |xx: usize, yy: usize| table[yy * stride + xx];
+        (at(x0, y0) * (1.0 - fx) + at(x0 + 1, y0) * fx) * (1.0 - fy) + (at(x0, y0 + 1) * (1.0 - fx) + at(x0 + 1, y0 + 1) * fx) * fy
+    }
+
+    /// Means then standard deviations of every channel over the region [x0, x1) x [y0, y1)
+    /// (cell units), appended to `out` — the layout of `channel_statistics`.
+    fn region_statistics(&self, (x0, y0, x1, y1): (f32, f32, f32, f32), out: &mut Vec<f32>) {
+        let (x0, x1) = (x0.clamp(0.0, self.width as f32), x1.clamp(0.0, self.width as f32));
+        let (y0, y1) = (y0.clamp(0.0, self.height as f32), y1.clamp(0.0, self.height as f32));
+        let area = ((x1 - x0) * (y1 - y0)).max(1e-6);
+        let region = |table: &[f32], c: usize| {
+            self.integral(table, c, x1, y1) - self.integral(table, c, x0, y1) - self.integral(table, c, x1, y0)
+                + self.integral(table, c, x0, y0)
+        };
+        let means: Vec<f32> = (0..self.channels).map(|c| region(&self.sum, c) / area).collect();
+        let stds: Vec<f32> = (0..self.channels)
+            .map(|c| ((region(&self.sum_of_squares, c) / area - means[c] * means[c]).max(0.0) + 1e-6).sqrt())
+            .collect();
+        out.extend(means);
+        out.extend(stds);
+    }
 }
 
 impl Level {
@@ -60,6 +126,19 @@ impl Level {
         let plane = &self.features[c * self.height * self.width..(c + 1) * self.height * self.width];
         let at = |xx: usize, yy: usize| plane[yy * self.width + xx];
         (at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx) * (1.0 - fy) + (at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx) * fy
+    }
+
+    /// The candidate's block statistics from this level's grids (empty when the head reads none).
+    fn region_statistics(&self, rect: &Rect, out: &mut Vec<f32>) {
+        let region = (
+            rect.x as f32 * self.scale_x / STRIDE,
+            rect.y as f32 * self.scale_y / STRIDE,
+            (rect.x + rect.width) as f32 * self.scale_x / STRIDE,
+            (rect.y + rect.height) as f32 * self.scale_y / STRIDE,
+        );
+        for block in &self.blocks {
+            block.region_statistics(region, out);
+        }
     }
 
     /// The candidate's region of this level's map, pooled to the head's 7x7 grid: `[C, 7, 7]`.
@@ -123,9 +202,20 @@ async fn compute_level(scorer: &Scorer, image: &RgbImage, crop_width: f32, crop_
         TensorData::new(normalise_chw(&resized, scorer.metadata.input), [1, 3, height as usize, width as usize]),
         &scorer.device,
     );
-    let map = scorer.net.backbone.forward(input);
+    let (map, grids) = if scorer.net.head.layers().reads_block_statistics() {
+        scorer.net.backbone.forward_block_grids(input)
+    } else {
+        (scorer.net.backbone.forward(input), Vec::new())
+    };
     let [_, channels, map_h, map_w] = map.dims();
     let features = read(map.reshape([channels, map_h * map_w])).await?;
+    let mut blocks = Vec::with_capacity(grids.len());
+    for (mean, mean_of_squares) in grids {
+        let [_, c, h, w] = mean.dims();
+        let mean = read(mean.reshape([c, h * w])).await?;
+        let mean_of_squares = read(mean_of_squares.reshape([c, h * w])).await?;
+        blocks.push(BlockGrid::new(c, h, w, &mean, &mean_of_squares));
+    }
     Ok(Level {
         crop_width,
         crop_height,
@@ -135,6 +225,7 @@ async fn compute_level(scorer: &Scorer, image: &RgbImage, crop_width: f32, crop_
         height: map_h,
         width: map_w,
         features,
+        blocks,
     })
 }
 
@@ -167,14 +258,21 @@ pub async fn fast_crop_search_async(
     let mut estimates = Vec::with_capacity(candidates.len());
     for batch in candidates.chunks(64) {
         let mut pooled = Vec::with_capacity(batch.len() * channels * cells);
+        let mut statistics = Vec::new();
         for rect in batch {
-            levels[nearest_level(&levels, rect)].roi_align(rect, &mut pooled);
+            let level = &levels[nearest_level(&levels, rect)];
+            level.roi_align(rect, &mut pooled);
+            level.region_statistics(rect, &mut statistics);
         }
-        let input = Tensor::<4>::from_data(
+        let map = Tensor::<4>::from_data(
             TensorData::new(pooled, [batch.len(), channels, FEATURE_MAP_SIZE, FEATURE_MAP_SIZE]),
             &scorer.device,
         );
-        let output = scorer.net.head.forward(input);
+        let block_statistics = (!statistics.is_empty()).then(|| {
+            let width = statistics.len() / batch.len();
+            Tensor::<2>::from_data(TensorData::new(statistics, [batch.len(), width]), &scorer.device)
+        });
+        let output = scorer.net.head.forward(BackboneFeatures { map, block_statistics });
         let predictions = scorer.to_predictions(output.into_data_async().await.map_err(|e| LoupeError::Model(format!("{e:?}")))?)?;
         estimates.extend(batch.iter().zip(predictions).map(|(&rect, p)| ScoredCrop { rect, score: p.score }));
         done += 1;
@@ -203,4 +301,66 @@ pub fn fast_crop_search(
     progress: impl FnMut(usize, usize),
 ) -> Result<Vec<ScoredCrop>> {
     block_on(fast_crop_search_async(scorer, image, request, options, progress))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::vgg16::{Vgg16, channel_statistics};
+    use burn::tensor::{Device, Distribution};
+
+    fn values(tensor: Tensor<2>) -> Vec<f32> {
+        tensor.into_data().try_into_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn region_statistics_are_area_weighted_means_of_the_cells() {
+        // One channel, 2x3 cells: x = 1..6 and x² = (1..6)² + 1.
+        let mean: Vec<f32> = (1..=6).map(|v| v as f32).collect();
+        let squares: Vec<f32> = mean.iter().map(|v| v * v + 1.0).collect();
+        let grid = BlockGrid::new(1, 2, 3, &mean, &squares);
+        let stats = |region| {
+            let mut out = Vec::new();
+            grid.region_statistics(region, &mut out);
+            out
+        };
+        // Cells 2, 3, 5, 6 (right two columns): mean 4, E[x²] = (4+9+25+36)/4 + 1 = 19.5.
+        let [m, s] = stats((1.0, 0.0, 3.0, 2.0)).try_into().unwrap();
+        assert!((m - 4.0).abs() < 1e-5 && (s - (19.5f32 - 16.0).sqrt()).abs() < 1e-3, "{m} {s}");
+        // Half of cell 1 and half of cell 2 (top row, x in [0.5, 1.5)): mean 1.5.
+        let [m, _] = stats((0.5, 0.0, 1.5, 1.0)).try_into().unwrap();
+        assert!((m - 1.5).abs() < 1e-5, "{m}");
+        // Regions past the edges are clipped to the grid.
+        let [m, _] = stats((-4.0, -1.0, 9.0, 7.0)).try_into().unwrap();
+        assert!((m - 3.5).abs() < 1e-5, "{m}");
+    }
+
+    #[test]
+    fn the_whole_grid_gives_the_backbone_block_statistics() {
+        let device = Device::flex();
+        let backbone = Vgg16::new(16, &device);
+        // 64x64: every block's output divides evenly into the 2x2 grid of 32-pixel cells.
+        let input = Tensor::<4>::random([1, 3, 64, 64], Distribution::Normal(0.0, 60.0), &device);
+        let expected = values(backbone.forward_features(input.clone(), true).block_statistics.unwrap());
+        let (_, grids) = backbone.forward_block_grids(input);
+        let mut actual = Vec::new();
+        for (mean, squares) in grids {
+            let [_, c, h, w] = mean.dims();
+            assert_eq!((h, w), (2, 2));
+            let grid = BlockGrid::new(c, h, w, &values(mean.reshape([c, h * w])), &values(squares.reshape([c, h * w])));
+            grid.region_statistics((0.0, 0.0, 2.0, 2.0), &mut actual);
+        }
+        assert_eq!(actual.len(), expected.len());
+        for (a, e) in actual.iter().zip(&expected) {
+            assert!((a - e).abs() <= 1e-3 * e.abs().max(1.0), "{a} vs {e}");
+        }
+        // And one block checked against the definition directly.
+        let block = Tensor::<4>::random([1, 4, 8, 8], Distribution::Default, &device);
+        let direct = values(channel_statistics(block.clone()));
+        let data = values(block.reshape([4, 64]));
+        let first: Vec<f32> = data[..64].to_vec();
+        let mean = first.iter().sum::<f32>() / 64.0;
+        let std = (first.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 64.0).sqrt();
+        assert!((direct[0] - mean).abs() < 1e-5 && (direct[4] - std).abs() < 1e-3);
+    }
 }

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 pub use heads::{Head, HeadLayers, HistogramHead, RegressionHead, HISTOGRAM_BINS};
-pub use vgg16::{Vgg16, INPUT_SIZE};
+pub use vgg16::{BackboneFeatures, Vgg16, INPUT_SIZE};
 
 use crate::error::{LoupeError, Result};
 
@@ -40,6 +40,8 @@ pub enum HeadKind {
     Paper,
     /// 1x1 conv on the 7x7 map + a small MLP (for the browser).
     Compact,
+    /// A linear read-out over every block's channel statistics and the 7x7 map.
+    Statistics,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +78,7 @@ impl ModelConfig {
         let layers = HeadLayers::new(
             self.head,
             backbone.out_channels(),
+            backbone.statistics_width(),
             self.width_divisor,
             self.output.outputs(),
             device,
@@ -103,7 +106,12 @@ pub const AVA_MEAN_HISTOGRAM: [f32; HISTOGRAM_BINS] =
 
 impl AestheticNet {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.head.forward(self.backbone.forward(images))
+        self.head.forward(self.features(images))
+    }
+
+    /// What this model's head reads from the backbone.
+    pub fn features(&self, images: Tensor<4>) -> BackboneFeatures {
+        self.backbone.forward_features(images, self.head.layers().reads_block_statistics())
     }
 
     /// Start an untrained output layer at a prior (a mean score, or a mean histogram through the

@@ -5,7 +5,7 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::pool::{AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 
@@ -23,6 +23,32 @@ pub const VGG16_OUT_CHANNELS: usize = 512;
 /// Input side the paper (and VGG16) uses; the map after five pools is 7x7.
 pub const INPUT_SIZE: usize = 224;
 pub const FEATURE_MAP_SIZE: usize = 7;
+/// Input pixels per cell of the final map (five 2x2 pools).
+pub const STRIDE: usize = 32;
+/// Keeps the standard deviation's gradient finite where a channel is constant.
+const VARIANCE_EPSILON: f64 = 1e-6;
+
+/// What the heads read from the backbone.
+#[derive(Clone, Debug)]
+pub struct BackboneFeatures {
+    /// Block 5's max-pool output: `[N, C, 7, 7]` for a 224x224 input.
+    pub map: Tensor<4>,
+    /// Per channel, the mean and the standard deviation of each block's last ReLU output
+    /// (block 1..5, its means then its stds): `[N, 2944]` at full width. Texture, sharpness, noise
+    /// and exposure show in the early blocks, which the 7x7 map has pooled away. Computed only
+    /// for heads that read it.
+    pub block_statistics: Option<Tensor<2>>,
+}
+
+/// `[N, C, H, W]` → `[N, 2C]`: each channel's mean over the image, then its standard deviation.
+pub fn channel_statistics(x: Tensor<4>) -> Tensor<2> {
+    let [n, c, h, w] = x.dims();
+    let values = x.reshape([n, c, h * w]);
+    let mean = values.clone().mean_dim(2);
+    let variance = (values - mean.clone()).square().mean_dim(2);
+    let std = variance.add_scalar(VARIANCE_EPSILON).sqrt();
+    Tensor::cat(vec![mean.reshape([n, c]), std.reshape([n, c])], 1)
+}
 
 /// One entry of `features`. Only tuple variants with one module each, so stores that skip enum
 /// variant names see torchvision's `features.<index>.weight` paths.
@@ -67,15 +93,68 @@ impl Vgg16 {
     }
 
     /// `[N, 3, H, W]` → `[N, C, H/32, W/32]` (block5 max-pool output).
-    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward_features(x, false).map
+    }
+
+    /// The map and, if asked, the statistics of every block (see [`BackboneFeatures`]).
+    pub fn forward_features(&self, x: Tensor<4>, with_statistics: bool) -> BackboneFeatures {
+        let mut statistics = Vec::new();
+        let map = self.run(x, |block_output| {
+            if with_statistics {
+                statistics.push(channel_statistics(block_output));
+            }
+        });
+        BackboneFeatures { map, block_statistics: with_statistics.then(|| Tensor::cat(statistics, 1)) }
+    }
+
+    /// The map, and each block's last ReLU output averaged over cells of 32x32 input pixels (the
+    /// map's grid): per block `(mean of x, mean of x²)`, each `[N, C_block, H/32, W/32]`. Region
+    /// statistics for many crops are then sums over grid cells (the fast crop search).
+    pub fn forward_block_grids(&self, x: Tensor<4>) -> (Tensor<4>, Vec<(Tensor<4>, Tensor<4>)>) {
+        let mut grids = Vec::new();
+        let map = self.run(x, |block_output| {
+            // Block k (from 0) has stride 2^k: a grid cell spans 32 / 2^k of its pixels.
+            let cell = STRIDE >> grids.len();
+            let pool = AvgPool2dConfig::new([cell, cell]).with_strides([cell, cell]).init();
+            grids.push((pool.forward(block_output.clone()), pool.forward(block_output.square())));
+        });
+        (map, grids)
+    }
+
+    /// Runs the layers, handing each block's last ReLU output (the input of its max-pool) to
+    /// `at_block_end`.
+    fn run(&self, mut x: Tensor<4>, mut at_block_end: impl FnMut(Tensor<4>)) -> Tensor<4> {
         for layer in &self.features {
             x = match layer {
                 VggLayer::Conv(conv) => conv.forward(x),
                 VggLayer::Relu(relu) => relu.forward(x),
-                VggLayer::Pool(pool) => pool.forward(x),
+                VggLayer::Pool(pool) => {
+                    at_block_end(x.clone());
+                    pool.forward(x)
+                }
             };
         }
         x
+    }
+
+    /// Channels of each block's output (64, 128, 256, 512, 512 at full width).
+    pub fn block_channels(&self) -> Vec<usize> {
+        let mut channels = Vec::new();
+        let mut last = 0;
+        for layer in &self.features {
+            match layer {
+                VggLayer::Conv(conv) => last = conv.weight.dims()[0],
+                VggLayer::Pool(_) => channels.push(last),
+                VggLayer::Relu(_) => {}
+            }
+        }
+        channels
+    }
+
+    /// Width of [`BackboneFeatures::block_statistics`]: a mean and a std per channel of each block.
+    pub fn statistics_width(&self) -> usize {
+        2 * self.block_channels().iter().sum::<usize>()
     }
 
     pub fn out_channels(&self) -> usize {

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::data::{ImageFolder, Progress};
 use crate::train::FeatureCache;
-use loupe::burn::tensor::Tensor;
+use loupe::model::BackboneFeatures;
 use crate::labels::ImageLabel;
 use crate::splits::ScoreClass;
 
@@ -120,7 +120,9 @@ pub fn score_labels(
 ) -> Result<Vec<Vec<Scored>>> {
     let mut scored = vec![Vec::with_capacity(labels.len()); scorers.len()];
     let Some(first) = scorers.first() else { return Ok(scored) };
-    let mut record = |loaded: &[&ImageLabel], features: Tensor<4>| -> Result<()> {
+    // One backbone pass serves every scorer: with block statistics if any head reads them.
+    let with_statistics = scorers.iter().any(|s| s.net.head.layers().reads_block_statistics());
+    let mut record = |loaded: &[&ImageLabel], features: BackboneFeatures| -> Result<()> {
         for (scorer, out) in scorers.iter().zip(scored.iter_mut()) {
             let output = scorer.net.head.forward(features.clone());
             let predictions = scorer.to_predictions(output.into_data())?;
@@ -138,7 +140,7 @@ pub fn score_labels(
     };
     if let Some(dir) = cache {
         let file = dir.join(format!("{}.features", crate::train::backbone_key(&first.net, first.metadata.input)));
-        let features = FeatureCache::load_or_compute(&first.net, labels, images, first.metadata.input, batch, &first.device, Some(&file))?;
+        let features = FeatureCache::load_or_compute(&first.net, with_statistics, labels, images, first.metadata.input, batch, &first.device, Some(&file))?;
         let readable: Vec<&ImageLabel> = labels.iter().copied().filter(|l| features.contains(l.id)).collect();
         for chunk in readable.chunks(batch.max(1)) {
             record(chunk, features.batch(chunk, &first.device))?;
@@ -152,7 +154,7 @@ pub fn score_labels(
         if loaded.is_empty() {
             continue;
         }
-        record(&loaded, first.net.backbone.forward(first.input(&inputs)))?;
+        record(&loaded, first.net.backbone.forward_features(first.input(&inputs), with_statistics))?;
     }
     progress.finish();
     Ok(scored)

@@ -289,8 +289,12 @@ struct CropArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum HeadArg {
+    /// 1x1 conv on the 7x7 map + a small MLP.
     Compact,
+    /// VGG16's fc6/fc7 classifier (the paper).
     Paper,
+    /// A linear read-out over every block's channel statistics and the 7x7 map.
+    Statistics,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -527,6 +531,7 @@ impl From<HeadArg> for HeadKind {
         match arg {
             HeadArg::Compact => HeadKind::Compact,
             HeadArg::Paper => HeadKind::Paper,
+            HeadArg::Statistics => HeadKind::Statistics,
         }
     }
 }

@@ -17,7 +17,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use loupe::crop::SplitMix64;
-use loupe::model::{AestheticNet, HeadKind, ModelConfig, OutputKind};
+use loupe::model::heads::StatisticsLayers;
+use loupe::model::{AestheticNet, BackboneFeatures, HeadKind, HeadLayers, ModelConfig, OutputKind};
 use loupe::preprocess::{InputConvention, input_batch};
 use loupe::weights::{self, Precision, WeightMetadata};
 use serde::{Deserialize, Serialize};
@@ -316,7 +317,8 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
     let features = if config.freeze_backbone {
         let cache_file = feature_cache_dir.map(|dir| dir.join(format!("{}.features", backbone_key(&net, config.input))));
         let refs: Vec<&ImageLabel> = train_labels.iter().collect();
-        Some(FeatureCache::load_or_compute(&net, &refs, &images, config.input, config.batch, &device.clone().inner(), cache_file.as_deref())?)
+        let with_statistics = net.head.layers().reads_block_statistics();
+        Some(FeatureCache::load_or_compute(&net, with_statistics, &refs, &images, config.input, config.batch, &device.clone().inner(), cache_file.as_deref())?)
     } else {
         None
     };
@@ -326,6 +328,10 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
         .collect();
     if usable.is_empty() {
         bail!("none of the training images could be read from {}", config.images.display());
+    }
+
+    if state.epochs_done == 0 && !head_trained && net.head.layers().reads_block_statistics() {
+        standardise_statistics_head(&mut net, features.as_ref(), &usable, &images, &config, &device.clone().inner())?;
     }
 
     for epoch in state.epochs_done + 1..=config.epochs {
@@ -387,6 +393,32 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
         eprintln!("{} images could not be read and were skipped (listed in the run report)", state.failed_images.len());
     }
     Ok(TrainOutcome { net: net.valid(), state })
+}
+
+/// Sets a fresh statistics head's input standardisation from the training images' features (all
+/// of them when cached; else the first 512, computed once here).
+fn standardise_statistics_head(
+    net: &mut AestheticNet,
+    features: Option<&FeatureCache>,
+    train: &[&ImageLabel],
+    images: &ImageFolder,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<()> {
+    let (mean, std) = match features {
+        Some(cache) => cache.input_moments(train, device)?,
+        None => {
+            let sample = &train[..train.len().min(512)];
+            let cache = FeatureCache::load_or_compute(net, true, sample, images, config.input, config.batch, device, None)?;
+            let readable: Vec<&ImageLabel> = sample.iter().copied().filter(|l| cache.contains(l.id)).collect();
+            cache.input_moments(&readable, device)?
+        }
+    };
+    let statistics = net.backbone.statistics_width();
+    if let HeadLayers::Statistics(layers) = net.head.layers_mut() {
+        layers.standardise(statistics, &mean, &std);
+    }
+    Ok(())
 }
 
 /// One device's part of a batch.
@@ -485,42 +517,31 @@ fn batch_loss(
     }
 }
 
-/// Backbone features of every training image, computed once (frozen-backbone training).
+/// Backbone features of every training image, computed once (frozen-backbone training): the 7x7
+/// map and, for heads that read them, the block statistics — one file each, so a cache of maps
+/// made for one head serves the others.
 pub struct FeatureCache {
-    features: BTreeMap<u64, Vec<f32>>,
+    map: CachedRows,
+    statistics: Option<CachedRows>,
+}
+
+/// One feature per image id, all of one shape.
+#[derive(Default)]
+struct CachedRows {
+    rows: BTreeMap<u64, Vec<f32>>,
     shape: [usize; 3],
 }
 
-impl FeatureCache {
-    /// Features from `cache_file` when it holds every image, else computed (and the file written).
-    pub fn load_or_compute(
-        net: &AestheticNet,
-        labels: &[&ImageLabel],
-        images: &ImageFolder,
-        input: InputConvention,
-        batch: usize,
-        device: &Device,
-        cache_file: Option<&Path>,
-    ) -> Result<Self> {
-        let mut cached = match cache_file {
+impl CachedRows {
+    /// The rows in `path`, or none when it is missing or unreadable (then they are recomputed).
+    fn read_or_empty(path: Option<&Path>) -> Self {
+        match path {
             Some(path) if path.exists() => Self::read(path).unwrap_or_else(|e| {
                 eprintln!("feature cache {} unreadable ({e}); recomputing", path.display());
-                Self { features: BTreeMap::new(), shape: [0; 3] }
+                Self::default()
             }),
-            _ => Self { features: BTreeMap::new(), shape: [0; 3] },
-        };
-        let missing: Vec<&ImageLabel> = labels.iter().copied().filter(|l| !cached.contains(l.id)).collect();
-        if missing.is_empty() {
-            eprintln!("backbone features: all {} from the cache", labels.len());
-            return Ok(cached);
+            _ => Self::default(),
         }
-        let computed = Self::compute(net, &missing, images, input, batch, device)?;
-        cached.shape = computed.shape;
-        cached.features.extend(computed.features);
-        if let Some(path) = cache_file {
-            cached.write(path)?;
-        }
-        Ok(cached)
     }
 
     /// `[c, h, w]` u32 LE, then per image: id u64 LE and c·h·w f32 LE.
@@ -534,7 +555,7 @@ impl FeatureCache {
         for d in self.shape {
             file.write_all(&(d as u32).to_le_bytes())?;
         }
-        for (id, row) in &self.features {
+        for (id, row) in &self.rows {
             file.write_all(&id.to_le_bytes())?;
             for v in row {
                 file.write_all(&v.to_le_bytes())?;
@@ -558,55 +579,121 @@ impl FeatureCache {
         if row == 0 || (bytes.len() - 12) % record != 0 {
             bail!("truncated");
         }
-        let features = bytes[12..]
+        let rows = bytes[12..]
             .chunks_exact(record)
             .map(|r| {
                 let id = u64::from_le_bytes(r[..8].try_into().unwrap());
                 (id, r[8..].chunks_exact(4).map(|f| f32::from_le_bytes(f.try_into().unwrap())).collect())
             })
             .collect();
-        Ok(Self { features, shape })
+        Ok(Self { rows, shape })
     }
 
-    pub fn compute(
+    fn insert(&mut self, ids: &[u64], values: Vec<f32>, shape: [usize; 3]) {
+        self.shape = shape;
+        for (id, row) in ids.iter().zip(values.chunks_exact(shape.iter().product())) {
+            self.rows.insert(*id, row.to_vec());
+        }
+    }
+
+    fn batch(&self, labels: &[&ImageLabel]) -> Vec<f32> {
+        labels.iter().flat_map(|l| self.rows[&l.id].iter().copied()).collect()
+    }
+}
+
+fn tensor_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
+    tensor.into_data().try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+impl FeatureCache {
+    /// Features from `cache_file` (the maps; the statistics beside it, `…-statistics.features`)
+    /// when it holds every image, else computed (and the files written).
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_or_compute(
         net: &AestheticNet,
+        with_statistics: bool,
         labels: &[&ImageLabel],
         images: &ImageFolder,
         input: InputConvention,
         batch: usize,
         device: &Device,
+        cache_file: Option<&Path>,
     ) -> Result<Self> {
+        let statistics_file = cache_file.map(|path| {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            path.with_file_name(format!("{stem}-statistics.features"))
+        });
+        let mut cached = Self {
+            map: CachedRows::read_or_empty(cache_file),
+            statistics: with_statistics.then(|| CachedRows::read_or_empty(statistics_file.as_deref())),
+        };
+        let missing: Vec<&ImageLabel> = labels.iter().copied().filter(|l| !cached.contains(l.id)).collect();
+        if missing.is_empty() {
+            eprintln!("backbone features: all {} from the cache", labels.len());
+            return Ok(cached);
+        }
         let backbone = net.backbone.valid().to_device(device);
-        let mut progress = crate::data::Progress::new("backbone features", labels.len());
-        let mut features = BTreeMap::new();
-        let mut shape = [0; 3];
-        for chunk in labels.chunks(batch.max(1)) {
+        let mut progress = crate::data::Progress::new("backbone features", missing.len());
+        for chunk in missing.chunks(batch.max(1)) {
             let (loaded, inputs) = images.load_batch(chunk);
             progress.inc(chunk.len());
             if loaded.is_empty() {
                 continue;
             }
-            let map = backbone.forward(input_batch(&inputs, input, device));
-            let [n, c, h, w] = map.dims();
-            shape = [c, h, w];
-            let values = map.into_data().try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            for (label, row) in loaded.iter().zip(values.chunks_exact(c * h * w)) {
-                features.insert(label.id, row.to_vec());
+            let ids: Vec<u64> = loaded.iter().map(|l| l.id).collect();
+            let features = backbone.forward_features(input_batch(&inputs, input, device), with_statistics);
+            let [_, c, h, w] = features.map.dims();
+            cached.map.insert(&ids, tensor_values(features.map)?, [c, h, w]);
+            if let (Some(rows), Some(statistics)) = (cached.statistics.as_mut(), features.block_statistics) {
+                let width = statistics.dims()[1];
+                rows.insert(&ids, tensor_values(statistics)?, [width, 1, 1]);
             }
-            debug_assert_eq!(n, loaded.len());
         }
         progress.finish();
-        Ok(Self { features, shape })
+        if let Some(path) = cache_file {
+            cached.map.write(path)?;
+        }
+        if let (Some(rows), Some(path)) = (&cached.statistics, &statistics_file) {
+            rows.write(path)?;
+        }
+        Ok(cached)
     }
 
     pub fn contains(&self, id: u64) -> bool {
-        self.features.contains_key(&id)
+        self.map.rows.contains_key(&id) && self.statistics.as_ref().is_none_or(|s| s.rows.contains_key(&id))
     }
 
-    pub fn batch(&self, labels: &[&ImageLabel], device: &Device) -> Tensor<4> {
-        let [c, h, w] = self.shape;
-        let data: Vec<f32> = labels.iter().flat_map(|l| self.features[&l.id].iter().copied()).collect();
-        Tensor::from_data(TensorData::new(data, [labels.len(), c, h, w]), device)
+    /// The cached features of `labels`, as the head reads them.
+    pub fn batch(&self, labels: &[&ImageLabel], device: &Device) -> BackboneFeatures {
+        let [c, h, w] = self.map.shape;
+        let map = Tensor::from_data(TensorData::new(self.map.batch(labels), [labels.len(), c, h, w]), device);
+        let block_statistics = self.statistics.as_ref().map(|rows| {
+            Tensor::from_data(TensorData::new(rows.batch(labels), [labels.len(), rows.shape[0]]), device)
+        });
+        BackboneFeatures { map, block_statistics }
+    }
+
+    /// Per-input mean and standard deviation of the statistics head's transformed inputs over
+    /// `labels` (its standardisation).
+    pub fn input_moments(&self, labels: &[&ImageLabel], device: &Device) -> Result<(Vec<f32>, Vec<f32>)> {
+        let mut sum: Vec<f64> = Vec::new();
+        let mut sum_of_squares: Vec<f64> = Vec::new();
+        for chunk in labels.chunks(256) {
+            let values = tensor_values(StatisticsLayers::transformed_inputs(self.batch(chunk, device)))?;
+            let width = values.len() / chunk.len();
+            sum.resize(width, 0.0);
+            sum_of_squares.resize(width, 0.0);
+            for row in values.chunks_exact(width) {
+                for (i, &v) in row.iter().enumerate() {
+                    sum[i] += f64::from(v);
+                    sum_of_squares[i] += f64::from(v) * f64::from(v);
+                }
+            }
+        }
+        let n = labels.len().max(1) as f64;
+        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+        let std = sum.iter().zip(&sum_of_squares).map(|(s, q)| ((q / n - (s / n).powi(2)).max(0.0)).sqrt() as f32).collect();
+        Ok((mean, std))
     }
 }
 

@@ -96,7 +96,12 @@ fn training_learns_brightness_with_and_without_sample_weights() {
     let (train, test, images) = (train.to_str().unwrap(), test.to_str().unwrap(), images.to_str().unwrap());
 
     let mut ranges = Vec::new();
-    for (name, extra) in [("weighted", vec![]), ("unweighted", vec!["--unweighted"])] {
+    for (name, extra) in [
+        ("weighted", vec![]),
+        ("unweighted", vec!["--unweighted"]),
+        // The linear head over block statistics (brightness is a block-1 mean).
+        ("statistics", vec!["--head", "statistics"]),
+    ] {
         let out = dir.path().join(name);
         let out_s = out.to_str().unwrap();
         // 9 one-point bins: with 256 images, the paper's 90 bins would hold 0-3 images each.
@@ -117,7 +122,9 @@ fn training_learns_brightness_with_and_without_sample_weights() {
         let all = &report(&eval_dir)["regression"]["all"];
         println!("{name}: {all}");
         // Through a feature cache (computed, then read back) the metrics are the same.
-        let cache = dir.path().join("features");
+        // The random backbone depends on the head too (burn initialises parameters lazily, in
+        // order of first use), so the statistics run keeps its own cache.
+        let cache = dir.path().join(if name == "statistics" { "features-statistics" } else { "features" });
         for pass in ["computes", "reads"] {
             let cached_dir = out.join(format!("eval-cached-{pass}"));
             loupe(&[
@@ -129,8 +136,13 @@ fn training_learns_brightness_with_and_without_sample_weights() {
                 let (a, b) = (all[metric].as_f64().unwrap(), cached[metric].as_f64().unwrap());
                 assert!((a - b).abs() < 1e-4, "{name}, cache {pass}: {metric} {a} vs {b}");
             }
-            // Both runs froze the same random backbone (seed 1): one cache file serves both.
-            assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "the feature cache was not reused");
+            // The compact runs froze the same random backbone (seed 1): one file of maps serves
+            // both (the statistics head adds a file of block statistics beside its maps).
+            let maps = std::fs::read_dir(&cache)
+                .unwrap()
+                .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().contains("statistics"))
+                .count();
+            assert_eq!(maps, 1, "the feature cache was not reused");
         }
         assert!(all["plcc"].as_f64().unwrap() > 0.8, "{name}: held-out predictions do not follow the labels");
         ranges.push(all["max_prediction"].as_f64().unwrap() - all["min_prediction"].as_f64().unwrap());
