@@ -157,7 +157,7 @@ impl StatisticsLayers {
     pub fn standardise(&mut self, statistics: usize, mean: &[f32], std: &[f32]) {
         let device = self.input_shift.val().device();
         let weights = Self::group_weights(statistics, mean.len().saturating_sub(statistics));
-        // A constant input (std 0) is left unscaled rather than blown up.
+        // A (nearly) constant input is scaled by at most w / 0.001 rather than blown up.
         let scale: Vec<f32> = weights.iter().zip(std).map(|(w, s)| w / s.max(1e-3)).collect();
         self.input_shift = Self::constant(mean.to_vec(), &device);
         self.input_scale = Self::constant(scale, &device);
@@ -165,7 +165,9 @@ impl StatisticsLayers {
 
     fn forward(&self, features: BackboneFeatures) -> Tensor<2> {
         let x = Self::transformed_inputs(features);
-        let x = (x - self.input_shift.val().unsqueeze()) * self.input_scale.val().unsqueeze();
+        // Detached: the standardisation is never trained, whatever a reloaded checkpoint's
+        // parameters say about gradients.
+        let x = (x - self.input_shift.val().detach().unsqueeze()) * self.input_scale.val().detach().unsqueeze();
         self.output.forward(x)
     }
 }

@@ -835,7 +835,7 @@ fn manifest_command(dir: &Path) -> Result<()> {
                 _ => serde_json::to_value(metadata.model.output)?,
             },
             "part": metadata.part,
-            "head": metadata.model.head,
+            "head": if metadata.part == weights::Part::Backbone { serde_json::Value::Null } else { serde_json::to_value(metadata.model.head)? },
             "bytes": bytes.len(),
             "sha256": sha256,
             "head_trained": metadata.head_trained,
@@ -867,6 +867,10 @@ fn bundle_command(out: &Path, models: &[PathBuf]) -> Result<()> {
                 // (large) file byte for byte the same.
                 let mut backbone = metadata.clone();
                 backbone.part = weights::Part::Backbone;
+                // A backbone part has no head: one fixed model description (the heads name theirs),
+                // so heads of another kind reuse the same file too.
+                backbone.model = ModelConfig::new(OutputKind::Regression, HeadKind::Compact)
+                    .with_width_divisor(metadata.model.width_divisor);
                 backbone.backbone_id = Some(id.clone());
                 backbone.metrics = serde_json::Value::Null;
                 backbone.training = serde_json::Value::Null;

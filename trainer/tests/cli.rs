@@ -146,3 +146,55 @@ fn bad_input_gives_one_line_and_a_failing_exit_code() {
     fails_with(&["crop", "-w", &regression, chelsea, "--aspect", "5000x20"], "does not fit");
     fails_with(&["score", "-w", &regression, "--device", "tpu", chelsea], "tpu");
 }
+
+/// `loupe bundle`: a compact and a statistics head on one backbone share one backbone file, whose
+/// bytes do not depend on the heads beside it (so retraining or swapping heads never changes the
+/// 29 MB download), and the bundle scores like the whole models.
+#[test]
+fn bundled_heads_of_either_kind_share_one_backbone_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // Both heads on the real ImageNet backbone (random backbones would differ per head: burn
+    // initialises parameters lazily, in order of first use).
+    let shared = std::env::var_os("LOUPE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let vgg16 = shared.join("vgg16/vgg16_imagenet_conv_bgr_caffe.safetensors");
+    assert!(vgg16.is_file(), "{} is missing: set LOUPE_SHARED_DATA", vgg16.display());
+    let model = |head: &str, output: &str| {
+        let path = dir.path().join(format!("{head}.loupe")).to_str().unwrap().to_string();
+        ok(&["import-vgg16", "--from", vgg16.to_str().unwrap(), "--head", head, "--output", output, "-o", &path]);
+        path
+    };
+    let (compact, statistics) = (model("compact", "regression"), model("statistics", "histogram"));
+    let bundle = |name: &str, models: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec!["bundle", "-o", out.to_str().unwrap()];
+        args.extend_from_slice(models);
+        ok(&args);
+        out
+    };
+    let alone = bundle("compact-only", &[&compact]);
+    let both = bundle("both", &[&statistics, &compact]);
+    let backbone = std::fs::read(alone.join("backbone.loupe")).unwrap();
+    assert_eq!(backbone, std::fs::read(both.join("backbone.loupe")).unwrap(), "the backbone file depends on its heads");
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(both.join("manifest.json")).unwrap()).unwrap();
+    let heads: Vec<&str> = manifest["models"].as_array().unwrap().iter().filter_map(|m| m["head"].as_str()).collect();
+    assert_eq!(heads.len(), 2, "{manifest}");
+
+    // The bundled statistics (histogram) head scores a photo as its whole model does.
+    let photo = fixture("coffee.jpg");
+    let photo = photo.to_str().unwrap();
+    let score = |weights: &[&str]| -> f64 {
+        let mut args = vec!["score", "--json", photo];
+        for w in weights {
+            args.extend_from_slice(&["-w", w]);
+        }
+        let line: serde_json::Value = serde_json::from_str(ok(&args).lines().next().unwrap()).unwrap();
+        line["histogram"]["score"].as_f64().unwrap()
+    };
+    let backbone_file = both.join("backbone.loupe");
+    let head_file = both.join("histogram.loupe");
+    let whole = score(&[&statistics]);
+    let joined = score(&[backbone_file.to_str().unwrap(), head_file.to_str().unwrap()]);
+    assert!((whole - joined).abs() < 1e-3, "whole model {whole} vs bundle {joined}");
+}
