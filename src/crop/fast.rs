@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CropRequest, Rect, ScoredCrop, best_crops, candidates};
 use crate::error::{LoupeError, Result};
-use crate::model::vgg16::{BackboneFeatures, FEATURE_MAP_SIZE, INPUT_SIZE};
+use crate::model::vgg16::{BackboneFeatures, FEATURE_MAP_SIZE, INPUT_SIZE, VARIANCE_EPSILON};
 use crate::preprocess::normalise_chw;
 use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
 
@@ -109,7 +109,7 @@ impl BlockGrid {
         };
         let means: Vec<f32> = (0..self.channels).map(|c| region(&self.sum, c) / area).collect();
         let stds: Vec<f32> = (0..self.channels)
-            .map(|c| ((region(&self.sum_of_squares, c) / area - means[c] * means[c]).max(0.0) + 1e-6).sqrt())
+            .map(|c| ((region(&self.sum_of_squares, c) / area - means[c] * means[c]).max(0.0) + VARIANCE_EPSILON as f32).sqrt())
             .collect();
         out.extend(means);
         out.extend(stds);

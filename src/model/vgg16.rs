@@ -26,7 +26,7 @@ pub const FEATURE_MAP_SIZE: usize = 7;
 /// Input pixels per cell of the final map (five 2x2 pools).
 pub const STRIDE: usize = 32;
 /// Keeps the standard deviation's gradient finite where a channel is constant.
-const VARIANCE_EPSILON: f64 = 1e-6;
+pub(crate) const VARIANCE_EPSILON: f64 = 1e-6;
 
 /// What the heads read from the backbone.
 #[derive(Clone, Debug)]
