@@ -139,7 +139,7 @@ fn fast_search_keeps_the_contract_of_the_reference() {
     use loupe::crop::{FastCropOptions, fast_crop_search};
     // Both kinds of head input: the 7x7 map only (RoI-aligned), and block statistics as well
     // (region statistics from the per-block grids).
-    for head in [HeadKind::Compact, HeadKind::Statistics] {
+    for head in [HeadKind::Compact, HeadKind::Statistics, HeadKind::Quadratic] {
     let scorer = tiny_scorer_with(head);
     let mut agreements = 0;
     let mut runs = 0;

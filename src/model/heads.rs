@@ -7,6 +7,8 @@
 //!   aesthetics) followed by a small MLP; under 1M parameters, for the browser.
 //! - `Statistics`: a linear read-out over every block's channel statistics and the 7x7 map
 //!   ([`StatisticsLayers`]); 28k parameters.
+//! - `Quadratic`: a second-order read-out over the block statistics alone: linear terms plus a
+//!   low-rank sum of squared projections ([`QuadraticLayers`]); 50k parameters.
 //!
 //! Two outputs, as in the paper: [`RegressionHead`] (one score, no activation, Sec. 3.2) and
 //! [`HistogramHead`] (10 bins, softmax, Sec. 3.3).
@@ -32,6 +34,10 @@ const DROPOUT: f64 = 0.5;
 // fully, the 7x7 map at 0.3 — each group's standardised inputs share that much variance.
 const STATISTICS_GROUP_WEIGHT: f32 = 1.0;
 const MAP_GROUP_WEIGHT: f32 = 0.3;
+/// Squared projections in the quadratic head. A degree-2 kernel ridge regression on the
+/// distillation set (validation Pearson 0.819) keeps its accuracy truncated to 8..128 of them
+/// (0.816..0.820); 16 costs 47k parameters.
+pub const QUADRATIC_RANK: usize = 16;
 
 /// torchvision's `classifier` entries (indices 0..=6).
 #[derive(Module, Debug)]
@@ -172,11 +178,66 @@ impl StatisticsLayers {
     }
 }
 
+/// A second-order read-out over the block statistics:
+/// `out = linear(x) + squares(projection(x)²)`, with `x` the statistics through √(x + 1),
+/// standardised on the training set (not trained) and scaled by 1/√inputs. Second-order terms
+/// let texture, sharpness and exposure cues interact, which a linear read-out cannot: on the
+/// distillation set the linear one reaches Pearson 0.78 on these inputs, the quadratic 0.82.
+/// Trainable by gradient descent like any head; for a weighted-MSE regression on a frozen
+/// backbone the trainer also fits it in closed form (weighted kernel ridge, `--closed-form`).
+#[derive(Module, Debug)]
+pub struct QuadraticLayers {
+    pub input_shift: Param<Tensor<1>>,
+    pub input_scale: Param<Tensor<1>>,
+    pub linear: Linear,
+    /// `[inputs, rank]`, no bias.
+    pub projection: Linear,
+    /// `[rank, outputs]`, no bias: each squared projection's signed weight per output.
+    pub squares: Linear,
+}
+
+impl QuadraticLayers {
+    fn new(statistics: usize, outputs: usize, device: &Device) -> Self {
+        let scale = (1.0 / statistics.max(1) as f32).sqrt();
+        Self {
+            input_shift: StatisticsLayers::constant(vec![0.0; statistics], device),
+            input_scale: StatisticsLayers::constant(vec![scale; statistics], device),
+            linear: LinearConfig::new(statistics, outputs).init(device),
+            projection: LinearConfig::new(statistics, QUADRATIC_RANK).with_bias(false).init(device),
+            squares: LinearConfig::new(QUADRATIC_RANK, outputs).with_bias(false).init(device),
+        }
+    }
+
+    /// Sets the standardisation from the transformed statistics' per-input `mean` and `std` over
+    /// the training set.
+    pub fn standardise(&mut self, mean: &[f32], std: &[f32]) {
+        let device = self.input_shift.val().device();
+        let weight = (1.0 / mean.len().max(1) as f32).sqrt();
+        let scale: Vec<f32> = std.iter().map(|s| weight / s.max(1e-3)).collect();
+        self.input_shift = StatisticsLayers::constant(mean.to_vec(), &device);
+        self.input_scale = StatisticsLayers::constant(scale, &device);
+    }
+
+    /// The standardised inputs `x`, `[N, inputs]`.
+    pub fn inputs(&self, features: BackboneFeatures) -> Tensor<2> {
+        let statistics = features.block_statistics.expect("the quadratic head gets block statistics");
+        let x = statistics.add_scalar(1.0).sqrt();
+        (x - self.input_shift.val().detach().unsqueeze()) * self.input_scale.val().detach().unsqueeze()
+    }
+
+    fn forward(&self, features: BackboneFeatures) -> Tensor<2> {
+        let x = self.inputs(features);
+        let projected = self.projection.forward(x.clone());
+        self.linear.forward(x) + self.squares.forward(projected.clone() * projected)
+    }
+}
+
 #[derive(Module, Debug)]
 pub enum HeadLayers {
     Paper(PaperLayers),
     Compact(CompactLayers),
     Statistics(StatisticsLayers),
+    Quadratic(QuadraticLayers),
 }
 
 impl HeadLayers {
@@ -200,12 +261,18 @@ impl HeadLayers {
             super::HeadKind::Statistics => {
                 Self::Statistics(StatisticsLayers::new(statistics, in_features, outputs, device))
             }
+            super::HeadKind::Quadratic => Self::Quadratic(QuadraticLayers::new(statistics, outputs, device)),
         }
+    }
+
+    /// Whether the head reads [`BackboneFeatures::map`] (the quadratic head reads statistics only).
+    pub fn reads_map(&self) -> bool {
+        !matches!(self, Self::Quadratic(_))
     }
 
     /// Whether [`BackboneFeatures::block_statistics`] must be computed for this head.
     pub fn reads_block_statistics(&self) -> bool {
-        matches!(self, Self::Statistics(_))
+        matches!(self, Self::Statistics(_) | Self::Quadratic(_))
     }
 
     /// Backbone features (map `[N, C, 7, 7]`) → `[N, outputs]` (raw, before any activation).
@@ -214,6 +281,7 @@ impl HeadLayers {
             Self::Paper(layers) => layers.forward(features.map),
             Self::Compact(layers) => layers.forward(features.map),
             Self::Statistics(layers) => layers.forward(features),
+            Self::Quadratic(layers) => layers.forward(features),
         }
     }
 
@@ -227,6 +295,7 @@ impl HeadLayers {
             },
             Self::Compact(layers) => &mut layers.output,
             Self::Statistics(layers) => &mut layers.output,
+            Self::Quadratic(layers) => &mut layers.linear,
         }
     }
 }

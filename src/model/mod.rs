@@ -42,6 +42,8 @@ pub enum HeadKind {
     Compact,
     /// A linear read-out over every block's channel statistics and the 7x7 map.
     Statistics,
+    /// Linear plus low-rank squared terms over every block's channel statistics.
+    Quadratic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ mod losses;
 mod plots;
 mod serve;
 mod splits;
+mod kernel_ridge;
 mod stats;
 mod train;
 
@@ -174,6 +175,13 @@ struct TrainArgs {
     /// Compute VGG16 features once and train only the head (practical on a CPU).
     #[arg(long)]
     freeze_backbone: bool,
+    /// Fit the head exactly instead of by gradient descent: weighted kernel ridge for a
+    /// regression model with --head quadratic on a frozen backbone (minimises Eq. 2 + ridge).
+    #[arg(long)]
+    closed_form: bool,
+    /// The closed form's ridge penalty (sample weights normalised to mean 1).
+    #[arg(long, default_value_t = 0.1)]
+    ridge: f64,
     /// Keep frozen-backbone features in this folder across runs (keyed by the backbone's weights).
     #[arg(long)]
     feature_cache: Option<PathBuf>,
@@ -295,6 +303,8 @@ enum HeadArg {
     Paper,
     /// A linear read-out over every block's channel statistics and the 7x7 map.
     Statistics,
+    /// Linear plus low-rank squared terms over every block's channel statistics.
+    Quadratic,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -339,6 +349,9 @@ struct ImportArgs {
     /// Store f32 tensors instead of f16.
     #[arg(long)]
     f32: bool,
+    /// Seed of the untrained head's random initialisation (the same file for the same seed).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Output weight file.
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
@@ -532,6 +545,7 @@ impl From<HeadArg> for HeadKind {
             HeadArg::Compact => HeadKind::Compact,
             HeadArg::Paper => HeadKind::Paper,
             HeadArg::Statistics => HeadKind::Statistics,
+            HeadArg::Quadratic => HeadKind::Quadratic,
         }
     }
 }
@@ -561,6 +575,7 @@ fn import_vgg16(args: ImportArgs) -> Result<()> {
     };
     let config = ModelConfig::new(output, head);
     let device = burn::tensor::Device::flex();
+    device.seed(args.seed);
     let mut net = config.init(&device)?;
     let fc_loaded = loupe::imagenet::import_imagenet(&mut net, &args.from)?;
     // Untrained heads start at AVA's mean, so their (meaningless) scores at least lie in 1..10.
@@ -672,6 +687,8 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.lr = args.lr;
     config.batch = args.batch.max(1);
     config.freeze_backbone = args.freeze_backbone;
+    config.closed_form = args.closed_form;
+    config.ridge = args.ridge;
     config.plateau_patience = args.plateau_patience;
     config.seed = args.seed;
     let devices = device::parse_devices(&args.device)?;

@@ -67,6 +67,29 @@ pub struct TrainConfig {
     pub freeze_backbone: bool,
     pub plateau_patience: usize,
     pub seed: u64,
+    /// Fit a frozen-backbone quadratic regression head exactly ([`crate::kernel_ridge`])
+    /// instead of by gradient descent.
+    #[serde(default)]
+    pub closed_form: bool,
+    /// The closed form's ridge penalty λ (sample weights normalised to mean 1).
+    #[serde(default = "default_ridge")]
+    pub ridge: f64,
+}
+
+fn default_ridge() -> f64 {
+    0.1
+}
+
+impl TrainConfig {
+    /// Settings that cannot work together, refused before any work.
+    pub fn check(&self) -> Result<()> {
+        if self.closed_form
+            && !(self.freeze_backbone && self.model.head == HeadKind::Quadratic && self.model.output == OutputKind::Regression)
+        {
+            bail!("--closed-form fits a regression model with --head quadratic on a frozen backbone (--freeze-backbone)");
+        }
+        Ok(())
+    }
 }
 
 /// What a finished epoch leaves behind.
@@ -265,6 +288,9 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
         }
         None => config,
     };
+    config.check()?;
+    // The closed form is one exact step: the run has one epoch, whatever --epochs says.
+    let config = if config.closed_form { TrainConfig { epochs: 1, ..config } } else { config };
 
     let labels = Labels::read(&config.labels)?;
     for line in labels.report_bad_rows() {
@@ -332,6 +358,12 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
 
     if state.epochs_done == 0 && !head_trained && net.head.layers().reads_block_statistics() {
         standardise_statistics_head(&mut net, features.as_ref(), &usable, &images, &config, &device.clone().inner())?;
+    }
+
+    if config.closed_form && state.epochs_done == 0 {
+        let cache = features.as_ref().context("the closed form needs the frozen backbone's features")?;
+        fit_closed_form(&mut net, cache, &usable, &weights, &config, &mut state, &device.clone().inner())?;
+        checkpoints.save(&state, &net, &optimizer)?;
     }
 
     for epoch in state.epochs_done + 1..=config.epochs {
@@ -415,9 +447,47 @@ fn standardise_statistics_head(
         }
     };
     let statistics = net.backbone.statistics_width();
-    if let HeadLayers::Statistics(layers) = net.head.layers_mut() {
-        layers.standardise(statistics, &mean, &std);
+    match net.head.layers_mut() {
+        HeadLayers::Statistics(layers) => layers.standardise(statistics, &mean, &std),
+        HeadLayers::Quadratic(layers) => layers.standardise(&mean[..statistics], &std[..statistics]),
+        _ => {}
     }
+    Ok(())
+}
+
+/// `--closed-form`: the quadratic head fitted exactly to the cached features (one step, recorded
+/// as the run's only epoch).
+fn fit_closed_form(
+    net: &mut AestheticNet,
+    cache: &FeatureCache,
+    train: &[&ImageLabel],
+    weights: &SampleWeights,
+    config: &TrainConfig,
+    state: &mut CheckpointState,
+    device: &Device,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let HeadLayers::Quadratic(layers) = net.head.layers_mut() else { bail!("--closed-form needs --head quadratic") };
+    let host = |param: &burn::module::Param<Tensor<1>>| param.val().into_data().try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"));
+    let (shift, scale) = (host(&layers.input_shift)?, host(&layers.input_scale)?);
+    let mut inputs = Vec::with_capacity(train.len() * shift.len());
+    for chunk in train.chunks(256) {
+        let statistics = cache.batch(chunk, device).block_statistics.context("the feature cache holds no block statistics")?;
+        for (i, v) in tensor_values(statistics)?.into_iter().enumerate() {
+            let j = i % shift.len();
+            inputs.push(((v + 1.0).sqrt() - shift[j]) * scale[j]);
+        }
+    }
+    let y: Vec<f32> = train.iter().map(|l| l.mean()).collect();
+    let sample_w: Vec<f32> = train.iter().map(|l| if config.weighted { weights.weight(l.mean()) } else { 1.0 }).collect();
+    eprintln!("closed form: weighted kernel ridge over {} images, {} inputs, ridge {}", train.len(), shift.len(), config.ridge);
+    let loss = crate::kernel_ridge::fit_quadratic_head(layers, &inputs, &y, &sample_w, config.ridge, device)?;
+    state.history.push(EpochRecord { epoch: 1, loss, lr: 0.0, images: train.len(), seconds: started.elapsed().as_secs_f64() });
+    // Records the loss as the best so far (an untouched plateau holds an infinity, which JSON
+    // checkpoints cannot store).
+    state.plateau.step(loss);
+    state.epochs_done = 1;
+    eprintln!("closed form: training loss {loss:.5} ({:.1}s)", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -724,7 +794,7 @@ pub fn export(net: &AestheticNet, state: &CheckpointState, precision: Precision,
             (OutputKind::Histogram, HistogramLoss::ChiSquare) => if config.weighted { "weighted chi-square (Eq. 3)" } else { "chi-square" },
             (OutputKind::Histogram, HistogramLoss::Emd) => "EMD",
         },
-        "optimizer": config.optimizer,
+        "optimizer": if config.closed_form { serde_json::json!(format!("closed form (weighted kernel ridge, degree 2, ridge {})", config.ridge)) } else { serde_json::json!(config.optimizer) },
         "lr": config.lr,
         "batch": config.batch,
         "freeze_backbone": config.freeze_backbone,
@@ -757,6 +827,8 @@ pub fn default_config(labels: PathBuf, images: PathBuf, output: OutputKind, head
         freeze_backbone: false,
         plateau_patience: 1,
         seed: 0,
+        closed_form: false,
+        ridge: default_ridge(),
     }
 }
 

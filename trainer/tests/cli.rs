@@ -197,4 +197,14 @@ fn bundled_heads_of_either_kind_share_one_backbone_file() {
     let whole = score(&[&statistics]);
     let joined = score(&[backbone_file.to_str().unwrap(), head_file.to_str().unwrap()]);
     assert!((whole - joined).abs() < 1e-3, "whole model {whole} vs bundle {joined}");
+
+    // The untrained head's initialisation is seeded: the same file again, another seed differs.
+    let again = dir.path().join("again.loupe");
+    let import = |seed: &str| {
+        ok(&["import-vgg16", "--from", vgg16.to_str().unwrap(), "--head", "statistics", "--output", "histogram", "--seed", seed, "-o", again.to_str().unwrap()]);
+        std::fs::read(&again).unwrap()
+    };
+    let original = std::fs::read(&statistics).unwrap();
+    assert!(import("0") == original, "import-vgg16 is not reproducible");
+    assert!(import("1") != original, "the seed does not reach the head's initialisation");
 }

@@ -153,6 +153,51 @@ fn training_learns_brightness_with_and_without_sample_weights() {
 }
 
 #[test]
+fn a_quadratic_head_is_fitted_in_closed_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(11);
+    let train_scores: Vec<f32> = (0..96).map(|_| 2.0 + 6.0 * rng.next()).collect();
+    let test_scores: Vec<f32> = (0..24).map(|i| 2.0 + 6.0 * i as f32 / 23.0).collect();
+    let train = write_dataset(dir.path(), "train.txt", &train_scores, 1, &mut rng);
+    let test = write_dataset(dir.path(), "test.txt", &test_scores, 1000, &mut rng);
+    let images = dir.path().join("images");
+    let (train, test, images) = (train.to_str().unwrap(), test.to_str().unwrap(), images.to_str().unwrap());
+    let out = dir.path().join("closed-form");
+    let out_s = out.to_str().unwrap();
+    let flags = ["--head", "quadratic", "--freeze-backbone", "--closed-form", "--ridge", "0.1", "--bins", "9"];
+    loupe(&train_args(train, images, out_s, &flags));
+
+    // One step, recorded as the run's only epoch, its weighted MSE far below the labels' variance.
+    let state = run_state(&out).expect("a readable checkpoint state");
+    let history = state["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(state["config"]["epochs"], 1, "one exact step, whatever --epochs says");
+    let loss = history[0]["loss"].as_f64().unwrap();
+    let mean = train_scores.iter().sum::<f32>() / train_scores.len() as f32;
+    let variance = train_scores.iter().map(|s| (s - mean).powi(2)).sum::<f32>() / train_scores.len() as f32;
+    assert!(loss.is_finite() && loss < 0.2 * f64::from(variance), "training loss {loss}, label variance {variance}");
+
+    // Held-out predictions follow the labels; the run exports like any other.
+    let model = out.join("model.loupe");
+    let eval_dir = out.join("eval");
+    loupe(&["eval", "-w", model.to_str().unwrap(), "--labels", test, "--images", images, "-o", eval_dir.to_str().unwrap()]);
+    let all = &report(&eval_dir)["regression"]["all"];
+    assert!(all["plcc"].as_f64().unwrap() > 0.8, "{all}");
+    let exported = out.join("export.loupe");
+    loupe(&["export", "--run", out_s, "-o", exported.to_str().unwrap()]);
+    assert!(std::fs::metadata(&exported).unwrap().len() > 0);
+
+    // The closed form only fits a quadratic regression head on a frozen backbone.
+    for wrong in [&["--head", "statistics", "--freeze-backbone", "--closed-form"][..], &["--head", "quadratic", "--closed-form"][..]] {
+        let other = dir.path().join("refused");
+        let refused = Command::new(LOUPE).args(train_args(train, images, other.to_str().unwrap(), wrong)).output().unwrap();
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("--closed-form fits a regression model with --head quadratic"), "{stderr}");
+    }
+}
+
+#[test]
 fn a_killed_run_resumes_without_losing_an_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Lcg(3);
