@@ -1,19 +1,25 @@
 //! Fast crop search vs the paper's brute force, in the same run, over real photos and aspects.
 //! Prints a table: wall time of each, the speed-up, and agreement (the fast top-1 is the
-//! brute-force top-1, or scores within 0.05 of it).
+//! brute-force top-1, or scores within 0.05 of it). Diagnostics from the same run: how well the
+//! shared-map estimates rank the candidates (Spearman against the exact scores), where the exact
+//! best sits in the estimate order, the smallest re-rank count that would have agreed, and so the
+//! agreement other `--rerank` values would give.
 //!
 //!   cargo bench --bench crop --features import -- [WEIGHTS.loupe] [--device flex|wgpu] [--candidates N]
-//!       [--layout random|grid] [--aspects 1:1,4:5,16:9] [PHOTOS...]
+//!       [--layout random|grid] [--aspects 1:1,4:5,16:9] [--dump DIR] [PHOTOS...]
+//!
+//! `--dump DIR` writes each row's candidates with their estimated and exact scores as CSV.
 //!
 //! Default weights: weights/backbone.loupe + weights/regression.loupe (the shipped defaults); an
 //! untrained head makes agreement meaningless. Default photos: the test fixtures.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use loupe::Scorer;
 use loupe::burn::tensor::Device;
-use loupe::crop::{CandidateLayout, CropRequest, FastCropOptions, exhaustive_crop_search, fast_crop_search};
+use loupe::crop::{CandidateLayout, CropRequest, FastCropOptions, Rect, estimate_crop_scores, exhaustive_crop_search, fast_crop_search};
 use loupe::preprocess::decode_image;
 
 
@@ -23,6 +29,7 @@ fn main() {
     let device_name = take("--device").unwrap_or_else(|| "flex".into());
     let candidates: usize = take("--candidates").map_or(1000, |c| c.parse().expect("--candidates N"));
     let layout: CandidateLayout = take("--layout").map_or(CandidateLayout::Random, |l| l.parse().expect("--layout random|grid"));
+    let dump = take("--dump").map(PathBuf::from);
     let aspects: Vec<String> = take("--aspects").unwrap_or_else(|| "1:1,4:5,16:9".into()).split(',').map(String::from).collect();
     let mut weights: Vec<String> = args.iter().filter(|a| a.ends_with(".loupe")).cloned().collect();
     if weights.is_empty() {
@@ -51,15 +58,21 @@ fn main() {
     scorer.predict(std::slice::from_ref(&probe)).unwrap();
     let forward = started.elapsed().as_secs_f64();
 
-    println!("| photo | aspect | brute force s | fast s | speed-up | same top-1 | fast top-1 within 0.05 |");
-    println!("|---|---|---|---|---|---|---|");
+    if let Some(dir) = &dump {
+        std::fs::create_dir_all(dir).expect("--dump DIR");
+    }
+    println!("| photo | aspect | brute force s | fast s | speed-up | same top-1 | fast top-1 within 0.05 | estimate SRCC | exact best's estimate rank | re-rank needed |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let (mut agree, mut runs, mut fast_total, mut exact_total) = (0, 0, 0.0, 0.0);
+    // Per row, the smallest re-rank count that agrees: what other `--rerank` values would give.
+    let mut needed_per_row = Vec::new();
     for photo in &photos {
         let image = decode_image(&std::fs::read(photo).unwrap()).unwrap();
         for aspect in &aspects {
             let request = CropRequest { shape: aspect.parse().unwrap(), candidates, seed: 7, top_k: 1, layout, ..CropRequest::default() };
             let t = Instant::now();
-            let exact = exhaustive_crop_search(&scorer, &image, &request, |_, _| {}).unwrap();
+            // Every candidate's exact score (the brute force scores them all anyway).
+            let exact = exhaustive_crop_search(&scorer, &image, &CropRequest { top_k: candidates, ..request.clone() }, |_, _| {}).unwrap();
             let exact_s = t.elapsed().as_secs_f64();
             let t = Instant::now();
             let fast = fast_crop_search(&scorer, &image, &request, &FastCropOptions::default(), |_, _| {}).unwrap();
@@ -70,8 +83,39 @@ fn main() {
             runs += 1;
             fast_total += fast_s;
             exact_total += exact_s;
+
+            // Diagnostics (untimed): every candidate's estimate against its exact score.
+            let rects = loupe::crop::candidates(image.width(), image.height(), &request).unwrap();
+            let estimates = estimate_crop_scores(&scorer, &image, &rects, &FastCropOptions::default(), |_, _| {}).unwrap();
+            let exact_of: HashMap<Rect, f32> = exact.iter().map(|c| (c.rect, c.score)).collect();
+            let exact_scores: Vec<f32> = estimates.iter().map(|e| exact_of[&e.rect]).collect();
+            let estimate_scores: Vec<f32> = estimates.iter().map(|e| e.score).collect();
+            let mut order: Vec<usize> = (0..estimates.len()).collect();
+            order.sort_by(|&a, &b| estimate_scores[b].total_cmp(&estimate_scores[a]));
+            let best_rank = order.iter().position(|&i| estimates[i].rect == exact[0].rect).unwrap() + 1;
+            let mut running_best = f32::NEG_INFINITY;
+            let needed = 1 + order
+                .iter()
+                .position(|&i| {
+                    running_best = running_best.max(exact_scores[i]);
+                    exact[0].score - running_best <= 0.05
+                })
+                .unwrap();
+            needed_per_row.push(needed);
+            let srcc = spearman(&estimate_scores, &exact_scores);
             let name = photo.file_name().unwrap().to_string_lossy();
-            println!("| {name} | {aspect} | {exact_s:.2} | {fast_s:.2} | {:.1}x | {same} | {close} |", exact_s / fast_s);
+            println!(
+                "| {name} | {aspect} | {exact_s:.2} | {fast_s:.2} | {:.1}x | {same} | {close} | {srcc:.3} | {best_rank} | {needed} |",
+                exact_s / fast_s
+            );
+            if let Some(dir) = &dump {
+                let mut csv = String::from("x,y,width,height,estimate,exact\n");
+                for (e, x) in estimates.iter().zip(&exact_scores) {
+                    csv += &format!("{},{},{},{},{},{}\n", e.rect.x, e.rect.y, e.rect.width, e.rect.height, e.score, x);
+                }
+                let stem = photo.file_stem().unwrap().to_string_lossy();
+                std::fs::write(dir.join(format!("{stem}-{}.csv", aspect.replace(':', "x"))), csv).expect("dump");
+            }
         }
     }
     println!(
@@ -82,4 +126,40 @@ fn main() {
         fast_total / runs as f64 / forward,
         exact_total / runs as f64 / forward
     );
+    let what_if: Vec<String> = [8, 16, 24, 32, 48, 64]
+        .iter()
+        .map(|&k| format!("{k}: {}/{runs}", needed_per_row.iter().filter(|&&n| n <= k).count()))
+        .collect();
+    println!(
+        "agreement by re-rank count, from this run's estimated and exact scores (default {}): {}",
+        FastCropOptions::default().rerank,
+        what_if.join(", ")
+    );
+}
+
+/// Spearman rank correlation (ties share their mean rank).
+fn spearman(a: &[f32], b: &[f32]) -> f64 {
+    fn ranks(v: &[f32]) -> Vec<f64> {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+        let mut out = vec![0.0; v.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i;
+            while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+                j += 1;
+            }
+            for &k in &order[i..=j] {
+                out[k] = (i + j) as f64 / 2.0;
+            }
+            i = j + 1;
+        }
+        out
+    }
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let (va, vb): (f64, f64) = (ra.iter().map(|x| (x - ma).powi(2)).sum(), rb.iter().map(|y| (y - mb).powi(2)).sum());
+    cov / (va * vb).sqrt()
 }

@@ -286,7 +286,7 @@ struct CropArgs {
     #[arg(long)]
     exact: bool,
     /// Candidates the fast search re-scores exactly.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = loupe::crop::DEFAULT_RERANK)]
     rerank: usize,
     /// Write the best crop here (JPEG or PNG by extension).
     #[arg(short = 'o', long)]
