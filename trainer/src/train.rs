@@ -468,19 +468,20 @@ fn fit_closed_form(
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let HeadLayers::Quadratic(layers) = net.head.layers_mut() else { bail!("--closed-form needs --head quadratic") };
-    let host = |param: &burn::module::Param<Tensor<1>>| param.val().into_data().try_into_vec_as::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"));
-    let (shift, scale) = (host(&layers.input_shift)?, host(&layers.input_scale)?);
-    let mut inputs = Vec::with_capacity(train.len() * shift.len());
+    // The head's own standardisation, on the head's device.
+    let head_device = layers.input_shift.val().device();
+    let mut inputs = Vec::new();
     for chunk in train.chunks(256) {
-        let statistics = cache.batch(chunk, device).block_statistics.context("the feature cache holds no block statistics")?;
-        for (i, v) in tensor_values(statistics)?.into_iter().enumerate() {
-            let j = i % shift.len();
-            inputs.push(((v + 1.0).sqrt() - shift[j]) * scale[j]);
+        let features = cache.batch(chunk, &head_device);
+        if features.block_statistics.is_none() {
+            bail!("the feature cache holds no block statistics");
         }
+        inputs.extend(tensor_values(layers.inputs(features))?);
     }
+    let width = inputs.len() / train.len().max(1);
     let y: Vec<f32> = train.iter().map(|l| l.mean()).collect();
     let sample_w: Vec<f32> = train.iter().map(|l| if config.weighted { weights.weight(l.mean()) } else { 1.0 }).collect();
-    eprintln!("closed form: weighted kernel ridge over {} images, {} inputs, ridge {}", train.len(), shift.len(), config.ridge);
+    eprintln!("closed form: weighted kernel ridge over {} images, {width} inputs, ridge {}", train.len(), config.ridge);
     let loss = crate::kernel_ridge::fit_quadratic_head(layers, &inputs, &y, &sample_w, config.ridge, device)?;
     state.history.push(EpochRecord { epoch: 1, loss, lr: 0.0, images: train.len(), seconds: started.elapsed().as_secs_f64() });
     // Records the loss as the best so far (an untouched plateau holds an infinity, which JSON
