@@ -2,13 +2,16 @@
 //! Prints a table: wall time of each, the speed-up, and agreement (the fast top-1 is the
 //! brute-force top-1, or scores within 0.05 of it). Diagnostics from the same run: how well the
 //! shared-map estimates rank the candidates (Spearman against the exact scores), where the exact
-//! best sits in the estimate order, the smallest re-rank count that would have agreed, and so the
-//! agreement other `--rerank` values would give.
+//! best sits in the estimate order, and how many of the best estimates alone would have had to be
+//! re-scored to agree (the search's local stage exists to need fewer).
 //!
 //!   cargo bench --bench crop --features import -- [WEIGHTS.loupe] [--device flex|wgpu] [--candidates N]
-//!       [--layout random|grid] [--aspects 1:1,4:5,16:9] [--dump DIR] [PHOTOS...]
+//!       [--layout random|grid] [--seed N] [--aspects 1:1,4:5,16:9] [--dump DIR] [--exact-from DIR] [PHOTOS...]
 //!
 //! `--dump DIR` writes each row's candidates with their estimated and exact scores as CSV.
+//! `--exact-from DIR` reads the exact scores back from such a dump instead of running the brute
+//! force (same photos, aspects, candidates and weights): minutes instead of hours when working on
+//! the estimate step. Its rows have no brute-force time or speed-up.
 //!
 //! Default weights: weights/backbone.loupe + weights/regression.loupe (the shipped defaults); an
 //! untrained head makes agreement meaningless. Default photos: the test fixtures.
@@ -19,7 +22,9 @@ use std::time::Instant;
 
 use loupe::Scorer;
 use loupe::burn::tensor::Device;
-use loupe::crop::{CandidateLayout, CropRequest, FastCropOptions, Rect, estimate_crop_scores, exhaustive_crop_search, fast_crop_search};
+use loupe::crop::{
+    CandidateLayout, CropRequest, FastCropOptions, Rect, ScoredCrop, best_crops, estimate_crop_scores, exhaustive_crop_search, fast_crop_search,
+};
 use loupe::preprocess::decode_image;
 
 
@@ -28,8 +33,10 @@ fn main() {
     let mut take = |flag: &str| args.iter().position(|a| a == flag).map(|i| { args.remove(i); args.remove(i) });
     let device_name = take("--device").unwrap_or_else(|| "flex".into());
     let candidates: usize = take("--candidates").map_or(1000, |c| c.parse().expect("--candidates N"));
+    let seed: u64 = take("--seed").map_or(7, |s| s.parse().expect("--seed N"));
     let layout: CandidateLayout = take("--layout").map_or(CandidateLayout::Random, |l| l.parse().expect("--layout random|grid"));
     let dump = take("--dump").map(PathBuf::from);
+    let exact_from = take("--exact-from").map(PathBuf::from);
     let aspects: Vec<String> = take("--aspects").unwrap_or_else(|| "1:1,4:5,16:9".into()).split(',').map(String::from).collect();
     let mut weights: Vec<String> = args.iter().filter(|a| a.ends_with(".loupe")).cloned().collect();
     if weights.is_empty() {
@@ -49,7 +56,7 @@ fn main() {
     let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let scorer = Scorer::from_weight_files(&slices, &device).expect("weights").remove(0);
     let weights = weights.join(" + ");
-    println!("weights {weights} (head trained: {}), device {device_name}, {candidates} candidates ({layout:?})", scorer.metadata.head_trained);
+    println!("weights {weights} (head trained: {}), device {device_name}, {candidates} candidates ({layout:?}, seed {seed})", scorer.metadata.head_trained);
 
     // One full forward, for the cost share.
     let probe = decode_image(&std::fs::read(&photos[0]).unwrap()).unwrap();
@@ -61,7 +68,7 @@ fn main() {
     if let Some(dir) = &dump {
         std::fs::create_dir_all(dir).expect("--dump DIR");
     }
-    println!("| photo | aspect | brute force s | fast s | speed-up | same top-1 | fast top-1 within 0.05 | estimate SRCC | exact best's estimate rank | re-rank needed |");
+    println!("| photo | aspect | brute force s | fast s | speed-up | same top-1 | fast top-1 within 0.05 | estimate SRCC | exact best's estimate rank | top-K by estimate needed |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let (mut agree, mut runs, mut fast_total, mut exact_total) = (0, 0, 0.0, 0.0);
     // Per row, the smallest re-rank count that agrees: what other `--rerank` values would give.
@@ -69,10 +76,15 @@ fn main() {
     for photo in &photos {
         let image = decode_image(&std::fs::read(photo).unwrap()).unwrap();
         for aspect in &aspects {
-            let request = CropRequest { shape: aspect.parse().unwrap(), candidates, seed: 7, top_k: 1, layout, ..CropRequest::default() };
+            let request = CropRequest { shape: aspect.parse().unwrap(), candidates, seed, top_k: 1, layout, ..CropRequest::default() };
+            let stem = photo.file_stem().unwrap().to_string_lossy();
+            let dump_name = format!("{stem}-{}.csv", aspect.replace(':', "x"));
             let t = Instant::now();
             // Every candidate's exact score (the brute force scores them all anyway).
-            let exact = exhaustive_crop_search(&scorer, &image, &CropRequest { top_k: candidates, ..request.clone() }, |_, _| {}).unwrap();
+            let exact = match &exact_from {
+                Some(dir) => replayed_exact_scores(&dir.join(&dump_name), &loupe::crop::candidates(image.width(), image.height(), &request).unwrap()),
+                None => exhaustive_crop_search(&scorer, &image, &CropRequest { top_k: candidates, ..request.clone() }, |_, _| {}).unwrap(),
+            };
             let exact_s = t.elapsed().as_secs_f64();
             let t = Instant::now();
             let fast = fast_crop_search(&scorer, &image, &request, &FastCropOptions::default(), |_, _| {}).unwrap();
@@ -104,37 +116,65 @@ fn main() {
             needed_per_row.push(needed);
             let srcc = spearman(&estimate_scores, &exact_scores);
             let name = photo.file_name().unwrap().to_string_lossy();
-            println!(
-                "| {name} | {aspect} | {exact_s:.2} | {fast_s:.2} | {:.1}x | {same} | {close} | {srcc:.3} | {best_rank} | {needed} |",
-                exact_s / fast_s
-            );
+            let (exact_time, speed_up) = match exact_from {
+                Some(_) => ("replayed".to_string(), "—".to_string()),
+                None => (format!("{exact_s:.2}"), format!("{:.1}x", exact_s / fast_s)),
+            };
+            println!("| {name} | {aspect} | {exact_time} | {fast_s:.2} | {speed_up} | {same} | {close} | {srcc:.3} | {best_rank} | {needed} |");
             if let Some(dir) = &dump {
                 let mut csv = String::from("x,y,width,height,estimate,exact\n");
                 for (e, x) in estimates.iter().zip(&exact_scores) {
                     csv += &format!("{},{},{},{},{},{}\n", e.rect.x, e.rect.y, e.rect.width, e.rect.height, e.score, x);
                 }
-                let stem = photo.file_stem().unwrap().to_string_lossy();
-                std::fs::write(dir.join(format!("{stem}-{}.csv", aspect.replace(':', "x"))), csv).expect("dump");
+                std::fs::write(dir.join(&dump_name), csv).expect("dump");
             }
         }
     }
-    println!(
-        "\nagreement {agree}/{runs} ({:.0}%); mean speed-up {:.1}x; one full forward {:.3} s; fast search = {:.1} forwards, brute force = {:.1} forwards",
-        100.0 * agree as f64 / runs as f64,
-        exact_total / fast_total,
-        forward,
-        fast_total / runs as f64 / forward,
-        exact_total / runs as f64 / forward
-    );
+    if exact_from.is_some() {
+        // Brute-force times were not measured: the speed columns would be meaningless.
+        println!("\nagreement {agree}/{runs} ({:.0}%); fast search = {:.1} forwards", 100.0 * agree as f64 / runs as f64, fast_total / runs as f64 / forward);
+    } else {
+        println!(
+            "\nagreement {agree}/{runs} ({:.0}%); mean speed-up {:.1}x; one full forward {:.3} s; fast search = {:.1} forwards, brute force = {:.1} forwards",
+            100.0 * agree as f64 / runs as f64,
+            exact_total / fast_total,
+            forward,
+            fast_total / runs as f64 / forward,
+            exact_total / runs as f64 / forward
+        );
+    }
     let what_if: Vec<String> = [8, 16, 24, 32, 48, 64]
         .iter()
         .map(|&k| format!("{k}: {}/{runs}", needed_per_row.iter().filter(|&&n| n <= k).count()))
         .collect();
     println!(
-        "agreement by re-rank count, from this run's estimated and exact scores (default {}): {}",
+        "agreement if the top K by estimate alone were re-scored, from this run's scores (the search re-scores {} in two stages): {}",
         FastCropOptions::default().rerank,
         what_if.join(", ")
     );
+}
+
+/// The exact scores of a `--dump` CSV, best first; the dump must hold exactly these candidates.
+fn replayed_exact_scores(path: &std::path::Path, candidates: &[Rect]) -> Vec<ScoredCrop> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("--exact-from: {}: {e}", path.display()));
+    let scored: Vec<ScoredCrop> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let n = |i: usize| f[i].parse::<u32>().unwrap_or_else(|_| panic!("{}: bad row '{line}'", path.display()));
+            let rect = Rect { x: n(0), y: n(1), width: n(2), height: n(3) };
+            ScoredCrop { rect, score: f[5].parse().unwrap_or_else(|_| panic!("{}: bad row '{line}'", path.display())) }
+        })
+        .collect();
+    let dumped: std::collections::HashSet<Rect> = scored.iter().map(|c| c.rect).collect();
+    assert!(
+        scored.len() == candidates.len() && candidates.iter().all(|r| dumped.contains(r)),
+        "{} holds other candidates than this run's (photo, aspect, --candidates or --layout differ)",
+        path.display()
+    );
+    let count = scored.len();
+    best_crops(scored, count)
 }
 
 /// Spearman rank correlation (ties share their mean rank).

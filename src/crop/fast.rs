@@ -4,9 +4,10 @@
 //! photo a few times — once per *scale level*, the photo resized so that a crop of that level's
 //! size becomes 224x224, exactly as the reference would resize it — and every candidate is
 //! scored from the shared feature map: its region is RoI-aligned (bilinear, 2x2 samples per cell)
-//! to the head's 7x7 input. The K best by that estimate are then re-scored exactly (the reference
-//! path) and ranked by their exact scores. Heads that also read block statistics get each
-//! candidate's region statistics from per-block grids of the same passes ([`BlockGrid`]).
+//! to the head's 7x7 input. Then K candidates are re-scored exactly (the reference path) — the
+//! best by that estimate, then the neighbours of the best exact crop so far — and ranked by their
+//! exact scores. Heads that also read block statistics get each candidate's region statistics
+//! from per-block grids of the same passes ([`BlockGrid`]).
 
 use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
@@ -23,10 +24,18 @@ const STRIDE: f32 = crate::model::vgg16::STRIDE as f32;
 /// No scale level resizes the photo beyond this many pixels on a side (bounds the cost).
 const MAX_LEVEL_SIDE: u32 = 1344;
 /// Candidates re-scored exactly by default. The shared-map estimates rank crops well overall
-/// (Spearman ≈ 0.9 against the exact scores) but each level carries its own offset of about 0.1,
-/// as large as the gaps between the best crops, so the exact best can sit some twenty places down
-/// the estimate order (22nd of 1000 on rocket.jpg 1:1); see the crop benchmark's diagnostics.
-pub const DEFAULT_RERANK: usize = 24;
+/// (Spearman ≈ 0.9 against the exact scores) but not finely: each level carries its own offset of
+/// about 0.1, and the exact scores jitter by ≈ 0.04 between crops a few pixels apart (resampling
+/// and zero padding at the crop's edges, which a shared map never sees) — as much as the gaps
+/// between the best crops. So the re-scoring is a small search of its own, see [`rerank_exactly`].
+pub const DEFAULT_RERANK: usize = 28;
+/// Share of the re-scores spent on the estimate's favourites before the search turns local.
+const FAVOURITES_SHARE: (usize, usize) = (3, 8);
+/// Exact re-scores per round of the local stage.
+const LOCAL_ROUND: usize = 4;
+/// A neighbour of a crop has each edge within this fraction of that crop's width (left, right)
+/// or height (top, bottom).
+const NEIGHBOURHOOD: f32 = 0.1;
 /// Candidates per head call when estimating.
 const ESTIMATE_BATCH: usize = 64;
 
@@ -304,7 +313,7 @@ pub fn estimate_crop_scores(
 }
 
 /// The fast search. `progress(done, total)` counts backbone passes, estimate batches and exact
-/// re-scores as units of work.
+/// re-scoring batches as units of work.
 pub async fn fast_crop_search_async(
     scorer: &Scorer,
     image: &RgbImage,
@@ -315,21 +324,81 @@ pub async fn fast_crop_search_async(
     let candidates = candidates(image.width(), image.height(), request)?;
     let rerank = options.rerank.max(request.top_k).min(candidates.len());
     let estimate_units = options.levels.max(1) + candidates.len().div_ceil(ESTIMATE_BATCH);
-    let total = estimate_units + rerank.div_ceil(DEFAULT_BATCH);
+    let plan = RerankPlan::new(rerank, request.top_k);
+    let total = estimate_units + plan.batches();
     let estimates = estimate_crop_scores_async(scorer, image, &candidates, options, |done, _| progress(done, total)).await?;
-
-    // Exact re-scoring of the most promising candidates.
-    let shortlist = best_crops(estimates, rerank);
-    let mut done = estimate_units;
-    let mut exact = Vec::with_capacity(shortlist.len());
-    for batch in shortlist.chunks(DEFAULT_BATCH) {
-        let crops: Vec<RgbImage> = batch.iter().map(|c| c.rect.crop(image)).collect();
-        let predictions = scorer.predict_async(&crops).await?;
-        exact.extend(batch.iter().zip(predictions).map(|(c, p)| ScoredCrop { rect: c.rect, score: p.score }));
-        done += 1;
-        progress(done, total);
-    }
+    let exact = rerank_exactly(scorer, image, estimates, &plan, |done| progress(estimate_units + done, total)).await?;
     Ok(best_crops(exact, request.top_k))
+}
+
+/// How the exact re-scores are spent: the estimate's favourites first, then local rounds.
+struct RerankPlan {
+    total: usize,
+    favourites: usize,
+}
+
+impl RerankPlan {
+    fn new(total: usize, top_k: usize) -> Self {
+        let favourites = (total * FAVOURITES_SHARE.0).div_ceil(FAVOURITES_SHARE.1).max(top_k).min(total);
+        Self { total, favourites }
+    }
+
+    fn batches(&self) -> usize {
+        self.favourites.div_ceil(DEFAULT_BATCH) + (self.total - self.favourites).div_ceil(LOCAL_ROUND)
+    }
+}
+
+/// Whether every edge of `other` lies within [`NEIGHBOURHOOD`] of the same edge of `centre`.
+fn is_neighbour(centre: &Rect, other: &Rect) -> bool {
+    let shift = |a: u32, b: u32, side: u32| a.abs_diff(b) as f32 / side as f32;
+    let horizontal = shift(centre.x, other.x, centre.width).max(shift(centre.x + centre.width, other.x + other.width, centre.width));
+    let vertical = shift(centre.y, other.y, centre.height).max(shift(centre.y + centre.height, other.y + other.height, centre.height));
+    horizontal.max(vertical) <= NEIGHBOURHOOD
+}
+
+/// Exact scores for part of the candidates, found by a small search over the estimates: first the
+/// plan's favourites (the best estimates), then rounds of [`LOCAL_ROUND`] among the neighbours of
+/// the best exact crop so far (best estimate first; the next favourites when it has none left).
+/// The estimates find the right region; the local rounds catch the crop in it whose exact score
+/// jitters highest, which the estimates cannot see. `progress(done)` counts batches.
+async fn rerank_exactly(
+    scorer: &Scorer,
+    image: &RgbImage,
+    estimates: Vec<ScoredCrop>,
+    plan: &RerankPlan,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<ScoredCrop>> {
+    let count = estimates.len();
+    let order = best_crops(estimates, count);
+    let mut taken = vec![false; order.len()];
+    let mut exact: Vec<ScoredCrop> = Vec::with_capacity(plan.total);
+    let mut batches = 0;
+    while exact.len() < plan.total {
+        let picks: Vec<usize> = if exact.len() < plan.favourites {
+            (0..order.len()).filter(|&i| !taken[i]).take(DEFAULT_BATCH.min(plan.favourites - exact.len())).collect()
+        } else {
+            let round = LOCAL_ROUND.min(plan.total - exact.len());
+            // The favourites were scored first, so there is a best exact crop to search around.
+            let best = exact.iter().max_by(|a, b| a.score.total_cmp(&b.score)).map(|c| c.rect);
+            let near = |i: usize| best.is_some_and(|best| is_neighbour(&best, &order[i].rect));
+            let mut picks: Vec<usize> = (0..order.len()).filter(|&i| !taken[i] && near(i)).take(round).collect();
+            let more: Vec<usize> = (0..order.len()).filter(|&i| !taken[i] && !picks.contains(&i)).take(round - picks.len()).collect();
+            picks.extend(more);
+            picks
+        };
+        if picks.is_empty() {
+            break;
+        }
+        let crops: Vec<RgbImage> = picks.iter().map(|&i| order[i].rect.crop(image)).collect();
+        let predictions = scorer.predict_async(&crops).await?;
+        for (&i, p) in picks.iter().zip(predictions) {
+            taken[i] = true;
+            exact.push(ScoredCrop { rect: order[i].rect, score: p.score });
+        }
+        batches += 1;
+        progress(batches);
+    }
+    Ok(exact)
 }
 
 /// [`fast_crop_search_async`], blocking (native code, or the CPU backend in the browser).
@@ -351,6 +420,28 @@ mod tests {
 
     fn values(tensor: Tensor<2>) -> Vec<f32> {
         tensor.into_data().try_into_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn neighbours_have_every_edge_within_a_tenth_of_the_crop() {
+        let centre = Rect { x: 100, y: 50, width: 200, height: 100 };
+        assert!(is_neighbour(&centre, &centre));
+        // The right edge 20 px out (10% of the width) is a neighbour, 21 px is not.
+        assert!(is_neighbour(&centre, &Rect { width: 220, ..centre }));
+        assert!(!is_neighbour(&centre, &Rect { width: 221, ..centre }));
+        // The top edge 11 px down: under 10% of the width but over 10% of the height.
+        assert!(!is_neighbour(&centre, &Rect { y: 61, height: 89, ..centre }));
+        assert!(!is_neighbour(&centre, &Rect { x: 0, ..centre }));
+    }
+
+    #[test]
+    fn the_rerank_plan_spends_three_eighths_on_the_favourites_and_never_fewer_than_top_k() {
+        let plan = RerankPlan::new(DEFAULT_RERANK, 1);
+        assert_eq!((plan.total, plan.favourites), (28, 11));
+        // Favourites in batches of 8 (2), the other 17 in local rounds of 4 (5).
+        assert_eq!(plan.batches(), 7);
+        assert_eq!(RerankPlan::new(8, 5).favourites, 5);
+        assert_eq!(RerankPlan::new(3, 5).favourites, 3);
     }
 
     #[test]
