@@ -285,7 +285,8 @@ struct CropArgs {
     /// shared-feature search with exact re-ranking.
     #[arg(long)]
     exact: bool,
-    /// Candidates the fast search re-scores exactly.
+    /// Candidates the fast search re-scores exactly (the best estimates, then neighbours of the
+    /// best exact crop).
     #[arg(long, default_value_t = loupe::crop::DEFAULT_RERANK)]
     rerank: usize,
     /// Write the best crop here (JPEG or PNG by extension).
@@ -751,10 +752,14 @@ fn eval_command(args: EvalArgs) -> Result<()> {
             scored_by_model[i] = scored;
         }
     }
+    // Per set, each model's scored images (for the paired comparisons).
+    let mut scored_by_set: Vec<(String, Vec<Vec<eval::Scored>>)> = Vec::new();
     for (name, set) in &sets {
         let ids: std::collections::HashSet<u64> = set.iter().map(|l| l.id).collect();
+        scored_by_set.push((name.clone(), Vec::new()));
         for (i, all_scored) in scored_by_model.iter().enumerate() {
             let scored: Vec<eval::Scored> = all_scored.iter().filter(|s| ids.contains(&s.id)).cloned().collect();
+            scored_by_set.last_mut().expect("pushed above").1.push(scored.clone());
             let metrics = eval::metrics(&scored);
             if let (Some(variants), "all") = (&args.variants, name.as_str()) {
                 let (srcc, photos) = eval::crop_ranking_srcc(variants, &scored)?;
@@ -791,6 +796,9 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         }
         json.insert(key, entry);
     }
+    if scorers.len() > 1 {
+        markdown += &paired_comparisons(&scored_by_set, &paths, &mut json);
+    }
     let failures = images.failures();
     if !failures.is_empty() {
         eprintln!("{} images could not be read and were skipped", failures.len());
@@ -800,6 +808,48 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     std::fs::write(args.out.join("report.json"), serde_json::to_vec_pretty(&json)?)?;
     println!("report in {}", args.out.display());
     Ok(())
+}
+
+/// Every pair of models on every set: the MSE difference and whether it outlasts resampling
+/// (printed, returned as markdown, stored under "comparisons" in the JSON report).
+fn paired_comparisons(
+    scored_by_set: &[(String, Vec<Vec<eval::Scored>>)],
+    paths: &[PathBuf],
+    json: &mut serde_json::Map<String, serde_json::Value>,
+) -> String {
+    let mut markdown = String::from(
+        "# Paired comparisons\n\nMSE of the second model minus the first on the same images, with a 95% paired-bootstrap \
+         interval (images resampled as independent); *clear* when the interval excludes 0 (otherwise these images \
+         cannot tell the two apart by MSE).\n\n\
+         | set | first | second | images | MSE difference | 95% interval | clear |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut rows = Vec::new();
+    for (set, per_model) in scored_by_set {
+        for i in 0..per_model.len() {
+            for j in i + 1..per_model.len() {
+                let d = eval::mse_difference(&per_model[i], &per_model[j]);
+                let (first, second) = (paths[i].display(), paths[j].display());
+                println!(
+                    "{set}: MSE of {second} minus {first}: {:+.4} (95% interval {:+.4}..{:+.4}, {})",
+                    d.difference,
+                    d.low,
+                    d.high,
+                    if d.is_clear() { "clear" } else { "within resampling noise" }
+                );
+                markdown += &format!(
+                    "| {set} | `{first}` | `{second}` | {} | {:+.4} | {:+.4}..{:+.4} | {} |\n",
+                    d.images,
+                    d.difference,
+                    d.low,
+                    d.high,
+                    if d.is_clear() { "yes" } else { "no" }
+                );
+                rows.push(serde_json::json!({"set": set, "first": first.to_string(), "second": second.to_string(), "mse_difference": d}));
+            }
+        }
+    }
+    json.insert("comparisons".into(), serde_json::Value::Array(rows));
+    markdown + "\n"
 }
 
 fn weight_paths(args: &ModelArgs) -> Vec<PathBuf> {

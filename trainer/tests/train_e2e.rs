@@ -150,6 +150,26 @@ fn training_learns_brightness_with_and_without_sample_weights() {
     // The paper's claim (weights widen the range) is reported, not asserted: at this size both
     // models already span the test labels' range (see the trainer issue's notes).
     println!("prediction range: weighted {:.2}, unweighted {:.2}", ranges[0], ranges[1]);
+
+    // Both models in one evaluation: their MSE difference on each set, with its interval.
+    let both = dir.path().join("eval-both");
+    let model = |name: &str| dir.path().join(name).join("model.loupe").to_str().unwrap().to_string();
+    let (weighted, unweighted) = (model("weighted"), model("unweighted"));
+    loupe(&["eval", "-w", &weighted, "-w", &unweighted, "--labels", test, "--images", images, "-o", both.to_str().unwrap()]);
+    let report = report(&both);
+    let comparisons = report["comparisons"].as_array().expect("a comparisons list");
+    let sets: Vec<&str> = comparisons.iter().map(|c| c["set"].as_str().unwrap()).collect();
+    assert_eq!(sets, ["all", "balanced"]);
+    for c in comparisons {
+        let d = &c["mse_difference"];
+        let (value, low, high) = (d["difference"].as_f64().unwrap(), d["low"].as_f64().unwrap(), d["high"].as_f64().unwrap());
+        let per_model = |path: &str| report[path][c["set"].as_str().unwrap()]["mse"].as_f64().unwrap();
+        // The difference is that of the two models' reported MSEs, inside its interval.
+        assert!((value - (per_model(&unweighted) - per_model(&weighted))).abs() < 1e-6, "{c}");
+        assert!(low < high && low <= value && value <= high, "{c}");
+        assert!(d["images"].as_u64().unwrap() > 0);
+    }
+    assert!(std::fs::read_to_string(both.join("report.md")).unwrap().contains("# Paired comparisons"));
 }
 
 #[test]
