@@ -756,10 +756,10 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     let mut scored_by_set: Vec<(String, Vec<Vec<eval::Scored>>)> = Vec::new();
     for (name, set) in &sets {
         let ids: std::collections::HashSet<u64> = set.iter().map(|l| l.id).collect();
-        scored_by_set.push((name.clone(), Vec::new()));
+        let mut per_model = Vec::with_capacity(scored_by_model.len());
         for (i, all_scored) in scored_by_model.iter().enumerate() {
             let scored: Vec<eval::Scored> = all_scored.iter().filter(|s| ids.contains(&s.id)).cloned().collect();
-            scored_by_set.last_mut().expect("pushed above").1.push(scored.clone());
+            per_model.push(scored.clone());
             let metrics = eval::metrics(&scored);
             if let (Some(variants), "all") = (&args.variants, name.as_str()) {
                 let (srcc, photos) = eval::crop_ranking_srcc(variants, &scored)?;
@@ -780,6 +780,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
             );
             results[i].push((name.clone(), metrics));
         }
+        scored_by_set.push((name.clone(), per_model));
     }
     for (((scorer, path), results), crop_ranking) in scorers.iter().zip(&paths).zip(results).zip(crop_ranking) {
         // The path, not the file name: runs often all end in model.loupe.
