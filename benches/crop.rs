@@ -79,10 +79,11 @@ fn main() {
             let request = CropRequest { shape: aspect.parse().unwrap(), candidates, seed, top_k: 1, layout, ..CropRequest::default() };
             let stem = photo.file_stem().unwrap().to_string_lossy();
             let dump_name = format!("{stem}-{}.csv", aspect.replace(':', "x"));
+            let rects = loupe::crop::candidates(image.width(), image.height(), &request).unwrap();
             let t = Instant::now();
             // Every candidate's exact score (the brute force scores them all anyway).
             let exact = match &exact_from {
-                Some(dir) => replayed_exact_scores(&dir.join(&dump_name), &loupe::crop::candidates(image.width(), image.height(), &request).unwrap()),
+                Some(dir) => replayed_exact_scores(&dir.join(&dump_name), &rects),
                 None => exhaustive_crop_search(&scorer, &image, &CropRequest { top_k: candidates, ..request.clone() }, |_, _| {}).unwrap(),
             };
             let exact_s = t.elapsed().as_secs_f64();
@@ -97,7 +98,6 @@ fn main() {
             exact_total += exact_s;
 
             // Diagnostics (untimed): every candidate's estimate against its exact score.
-            let rects = loupe::crop::candidates(image.width(), image.height(), &request).unwrap();
             let estimates = estimate_crop_scores(&scorer, &image, &rects, &FastCropOptions::default(), |_, _| {}).unwrap();
             let exact_of: HashMap<Rect, f32> = exact.iter().map(|c| (c.rect, c.score)).collect();
             let exact_scores: Vec<f32> = estimates.iter().map(|e| exact_of[&e.rect]).collect();

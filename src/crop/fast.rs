@@ -374,18 +374,18 @@ async fn rerank_exactly(
     let mut exact: Vec<ScoredCrop> = Vec::with_capacity(plan.total);
     let mut batches = 0;
     while exact.len() < plan.total {
-        let picks: Vec<usize> = if exact.len() < plan.favourites {
-            (0..order.len()).filter(|&i| !taken[i]).take(DEFAULT_BATCH.min(plan.favourites - exact.len())).collect()
+        // First the favourites in batches, then rounds around the best exact crop so far (the
+        // favourites were scored first, so there is one): its neighbours by estimate, then the
+        // next favourites if it has too few left.
+        let (size, centre) = if exact.len() < plan.favourites {
+            (DEFAULT_BATCH.min(plan.favourites - exact.len()), None)
         } else {
-            let round = LOCAL_ROUND.min(plan.total - exact.len());
-            // The favourites were scored first, so there is a best exact crop to search around.
-            let best = exact.iter().max_by(|a, b| a.score.total_cmp(&b.score)).map(|c| c.rect);
-            let near = |i: usize| best.is_some_and(|best| is_neighbour(&best, &order[i].rect));
-            let mut picks: Vec<usize> = (0..order.len()).filter(|&i| !taken[i] && near(i)).take(round).collect();
-            let more: Vec<usize> = (0..order.len()).filter(|&i| !taken[i] && !picks.contains(&i)).take(round - picks.len()).collect();
-            picks.extend(more);
-            picks
+            (LOCAL_ROUND.min(plan.total - exact.len()), exact.iter().max_by(|a, b| a.score.total_cmp(&b.score)).map(|c| c.rect))
         };
+        let near = |i: usize| centre.is_some_and(|centre| is_neighbour(&centre, &order[i].rect));
+        let open = |i: &usize| !taken[*i];
+        let picks: Vec<usize> =
+            (0..order.len()).filter(open).filter(|&i| near(i)).chain((0..order.len()).filter(open).filter(|&i| !near(i))).take(size).collect();
         if picks.is_empty() {
             break;
         }

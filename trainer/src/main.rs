@@ -759,7 +759,6 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         let mut per_model = Vec::with_capacity(scored_by_model.len());
         for (i, all_scored) in scored_by_model.iter().enumerate() {
             let scored: Vec<eval::Scored> = all_scored.iter().filter(|s| ids.contains(&s.id)).cloned().collect();
-            per_model.push(scored.clone());
             let metrics = eval::metrics(&scored);
             if let (Some(variants), "all") = (&args.variants, name.as_str()) {
                 let (srcc, photos) = eval::crop_ranking_srcc(variants, &scored)?;
@@ -779,6 +778,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
                 metrics.rmser.map_or(String::new(), |r| format!(", RMSER {:.2}%", 100.0 * r))
             );
             results[i].push((name.clone(), metrics));
+            per_model.push(scored);
         }
         scored_by_set.push((name.clone(), per_model));
     }
