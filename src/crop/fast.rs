@@ -28,14 +28,17 @@ const MAX_LEVEL_SIDE: u32 = 1344;
 /// about 0.1, and the exact scores jitter by ≈ 0.04 between crops a few pixels apart (resampling
 /// and zero padding at the crop's edges, which a shared map never sees) — as much as the gaps
 /// between the best crops. So the re-scoring is a small search of its own, see [`rerank_exactly`].
-pub const DEFAULT_RERANK: usize = 28;
+pub const DEFAULT_RERANK: usize = 32;
 /// Share of the re-scores spent on the estimate's favourites before the search turns local.
 const FAVOURITES_SHARE: (usize, usize) = (3, 8);
 /// Exact re-scores per round of the local stage.
 const LOCAL_ROUND: usize = 4;
-/// A neighbour of a crop has each edge within this fraction of that crop's width (left, right)
-/// or height (top, bottom).
-const NEIGHBOURHOOD: f32 = 0.1;
+/// A neighbour of a crop has its centre within this fraction of that crop's width (across) and
+/// height (down) ...
+const NEIGHBOUR_SHIFT: f32 = 0.1;
+/// ... and a width within this factor of it, either way (the aspect is fixed, so the height too):
+/// the best crops often differ from the estimate's favourite in size more than in position.
+const NEIGHBOUR_SCALE: f32 = 1.2;
 /// Candidates per head call when estimating.
 const ESTIMATE_BATCH: usize = 64;
 
@@ -348,12 +351,16 @@ impl RerankPlan {
     }
 }
 
-/// Whether every edge of `other` lies within [`NEIGHBOURHOOD`] of the same edge of `centre`.
+/// Whether `other` is near `centre` in position ([`NEIGHBOUR_SHIFT`]) and size ([`NEIGHBOUR_SCALE`]).
 fn is_neighbour(centre: &Rect, other: &Rect) -> bool {
-    let shift = |a: u32, b: u32, side: u32| a.abs_diff(b) as f32 / side as f32;
-    let horizontal = shift(centre.x, other.x, centre.width).max(shift(centre.x + centre.width, other.x + other.width, centre.width));
-    let vertical = shift(centre.y, other.y, centre.height).max(shift(centre.y + centre.height, other.y + other.height, centre.height));
-    horizontal.max(vertical) <= NEIGHBOURHOOD
+    // Twice the centre, in whole pixels.
+    let shift = |start: u32, side: u32, other_start: u32, other_side: u32| {
+        (2 * start + side).abs_diff(2 * other_start + other_side) as f32 / (2 * side) as f32
+    };
+    let across = shift(centre.x, centre.width, other.x, other.width);
+    let down = shift(centre.y, centre.height, other.y, other.height);
+    let scale = (other.width as f32 / centre.width as f32).ln().abs();
+    across.max(down) <= NEIGHBOUR_SHIFT && scale <= NEIGHBOUR_SCALE.ln() + 1e-6
 }
 
 /// Exact scores for part of the candidates, found by a small search over the estimates: first the
@@ -423,23 +430,30 @@ mod tests {
     }
 
     #[test]
-    fn neighbours_have_every_edge_within_a_tenth_of_the_crop() {
+    fn neighbours_are_within_a_tenth_of_the_crop_in_position_and_a_fifth_in_size() {
         let centre = Rect { x: 100, y: 50, width: 200, height: 100 };
         assert!(is_neighbour(&centre, &centre));
-        // The right edge 20 px out (10% of the width) is a neighbour, 21 px is not.
-        assert!(is_neighbour(&centre, &Rect { width: 220, ..centre }));
-        assert!(!is_neighbour(&centre, &Rect { width: 221, ..centre }));
-        // The top edge 11 px down: under 10% of the width but over 10% of the height.
-        assert!(!is_neighbour(&centre, &Rect { y: 61, height: 89, ..centre }));
-        assert!(!is_neighbour(&centre, &Rect { x: 0, ..centre }));
+        // Centre 20 px across (10% of the width) is a neighbour, 21 px is not.
+        assert!(is_neighbour(&centre, &Rect { x: 120, ..centre }));
+        assert!(!is_neighbour(&centre, &Rect { x: 121, ..centre }));
+        // Centre 11 px down: under 10% of the width but over 10% of the height.
+        assert!(!is_neighbour(&centre, &Rect { y: 61, ..centre }));
+        // 20% larger, same top-left corner (centre 20 px across, 10 down): a neighbour; the
+        // edge-based rule would have refused it (right edge 40 px out).
+        assert!(is_neighbour(&centre, &Rect { x: 100, y: 50, width: 240, height: 120 }));
+        // 25% larger or smaller (in width) is not.
+        assert!(!is_neighbour(&centre, &Rect { x: 75, y: 37, width: 250, height: 125 }));
+        assert!(!is_neighbour(&centre, &Rect { x: 120, y: 60, width: 160, height: 80 }));
+        assert!(is_neighbour(&centre, &Rect { x: 117, y: 58, width: 167, height: 84 }));
     }
 
     #[test]
     fn the_rerank_plan_spends_three_eighths_on_the_favourites_and_never_fewer_than_top_k() {
         let plan = RerankPlan::new(DEFAULT_RERANK, 1);
-        assert_eq!((plan.total, plan.favourites), (28, 11));
-        // Favourites in batches of 8 (2), the other 17 in local rounds of 4 (5).
+        assert_eq!((plan.total, plan.favourites), (32, 12));
+        // Favourites in batches of 8 (2), the other 20 in local rounds of 4 (5).
         assert_eq!(plan.batches(), 7);
+        assert_eq!(RerankPlan::new(28, 1).favourites, 11);
         assert_eq!(RerankPlan::new(8, 5).favourites, 5);
         assert_eq!(RerankPlan::new(3, 5).favourites, 3);
     }
