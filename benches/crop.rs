@@ -122,11 +122,12 @@ fn main() {
             };
             println!("| {name} | {aspect} | {exact_time} | {fast_s:.2} | {speed_up} | {same} | {close} | {srcc:.3} | {best_rank} | {needed} |");
             if let Some(dir) = &dump {
-                let mut csv = String::from("x,y,width,height,estimate,exact\n");
-                for (e, x) in estimates.iter().zip(&exact_scores) {
-                    csv += &format!("{},{},{},{},{},{}\n", e.rect.x, e.rect.y, e.rect.width, e.rect.height, e.score, x);
+                let mut writer = csv::Writer::from_path(dir.join(&dump_name)).expect("dump");
+                for (e, &exact) in estimates.iter().zip(&exact_scores) {
+                    let Rect { x, y, width, height } = e.rect;
+                    writer.serialize(DumpRow { x, y, width, height, estimate: e.score, exact }).expect("dump");
                 }
-                std::fs::write(dir.join(&dump_name), csv).expect("dump");
+                writer.flush().expect("dump");
             }
         }
     }
@@ -154,17 +155,25 @@ fn main() {
     );
 }
 
+/// One candidate in a `--dump` CSV.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DumpRow {
+    x: u32,
+    y: u32,
+    width: u32,
+    height: u32,
+    estimate: f32,
+    exact: f32,
+}
+
 /// The exact scores of a `--dump` CSV, best first; the dump must hold exactly these candidates.
 fn replayed_exact_scores(path: &std::path::Path, candidates: &[Rect]) -> Vec<ScoredCrop> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("--exact-from: {}: {e}", path.display()));
-    let scored: Vec<ScoredCrop> = text
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let f: Vec<&str> = line.split(',').collect();
-            let n = |i: usize| f[i].parse::<u32>().unwrap_or_else(|_| panic!("{}: bad row '{line}'", path.display()));
-            let rect = Rect { x: n(0), y: n(1), width: n(2), height: n(3) };
-            ScoredCrop { rect, score: f[5].parse().unwrap_or_else(|_| panic!("{}: bad row '{line}'", path.display())) }
+    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("--exact-from: {}: {e}", path.display()));
+    let scored: Vec<ScoredCrop> = reader
+        .deserialize()
+        .map(|row| {
+            let DumpRow { x, y, width, height, exact, .. } = row.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            ScoredCrop { rect: Rect { x, y, width, height }, score: exact }
         })
         .collect();
     let dumped: std::collections::HashSet<Rect> = scored.iter().map(|c| c.rect).collect();
