@@ -11,6 +11,11 @@ cd "$(dirname "$0")/.."
 # Build outputs live outside the clone so a second run (and CI) reuses them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/loupe-target}"
 export CARGO_TERM_COLOR=never
+# A cold build takes about 4 GB there (plus ~1 GB for the wasm); warn up front instead of
+# letting the linker die with a bus error on a full disk.
+mkdir -p "$CARGO_TARGET_DIR"
+free_gb=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR==2 { print int($4 / 1048576) }')
+[ "$free_gb" -ge 6 ] || echo "warning: only ${free_gb} GB free under $CARGO_TARGET_DIR; a cold build needs about 6 GB" >&2
 shared="${LOUPE_SHARED_DATA:-$PWD/../shared/data}"
 export LOUPE_SHARED_DATA="$(cd "$shared" && pwd)"
 
