@@ -33,8 +33,13 @@ pub fn to_vec<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 
 /// max |a - b| / max |b|: the relative error of `actual` against `expected`.
 pub fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
+    relative_error_with_floor(actual, expected, 0.0)
+}
+
+/// Largest difference over the larger of `floor` and the largest expected magnitude.
+pub fn relative_error_with_floor(actual: &[f32], expected: &[f32], floor: f32) -> f32 {
     assert_eq!(actual.len(), expected.len());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = expected.iter().fold(floor, |m, v| m.max(v.abs()));
     let diff = actual.iter().zip(expected).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     diff / scale
 }
