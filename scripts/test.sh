@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 # Build outputs live outside the clone so a second run (and CI) reuses them.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/loupe-target}"
 export CARGO_TERM_COLOR=never
-# A cold build takes about 4 GB there (plus ~1 GB for the wasm); warn up front instead of
+# A cold build and test run leave about 4 GB there (native and wasm); warn up front instead of
 # letting the linker die with a bus error on a full disk.
 mkdir -p "$CARGO_TARGET_DIR"
 free_gb=$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR==2 { print int($4 / 1048576) }')
