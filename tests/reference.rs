@@ -1,9 +1,11 @@
 //! The conv base reproduces the published VGG16 activations: our safetensors import, layer
-//! layout and Caffe preprocessing together against onnxruntime's block5_pool outputs.
+//! layout and Caffe preprocessing together against onnxruntime's block5_pool outputs — through
+//! burn's generic conv2d and through Loupe's CPU path (`conv3x3`, what scoring on flex runs).
 
 mod common;
 
 use common::*;
+use loupe::burn::tensor::{Distribution, Tensor};
 use loupe::imagenet::import_imagenet;
 use loupe::model::{HeadKind, ModelConfig, OutputKind};
 use loupe::preprocess::{InputConvention, decode_image, input_unresized};
@@ -21,17 +23,57 @@ fn vgg16_conv_base_matches_reference_block5_pool() {
     let mut net = ModelConfig::new(OutputKind::Regression, HeadKind::Compact).init(&device).unwrap();
     let fc_loaded = import_imagenet(&mut net, &imagenet_safetensors()).unwrap();
     assert!(!fc_loaded, "the conv-only base has no fc6/fc7");
+    let generic = net.backbone.clone();
+    let mut prepared = net.backbone;
+    prepared.prepare_for(&device);
+    assert!(prepared.is_prepared_for(&device) && !generic.is_prepared_for(&device));
 
     for name in ["chelsea", "coffee"] {
         let image = decode_image(&fixture_bytes(&format!("{name}_240.png"))).unwrap();
         assert_eq!(image.dimensions(), (240, 240));
-        let features = net.backbone.forward(input_unresized(&image, InputConvention::CaffeBgr, &device));
-        assert_eq!(features.dims(), [1, 512, 7, 7]);
         let (shape, expected) = read_npy(&format!("{name}_block5_pool_chw.npy"));
         assert_eq!(shape, vec![512, 7, 7]);
-        let error = relative_error(&to_vec(features), &expected);
-        println!("{name}: relative error {error:.2e}");
-        assert!(error < 1e-3, "{name}: relative error {error}");
+        for (path, backbone) in [("flex conv2d", &generic), ("conv3x3", &prepared)] {
+            let features = backbone.forward(input_unresized(&image, InputConvention::CaffeBgr, &device));
+            assert_eq!(features.dims(), [1, 512, 7, 7]);
+            let error = relative_error(&to_vec(features), &expected);
+            println!("{name} through {path}: relative error {error:.2e}");
+            assert!(error < 1e-3, "{name} through {path}: relative error {error}");
+        }
+    }
+}
+
+/// Loupe's CPU path against burn's generic convolution on everything the heads and the crop
+/// search read: the map, every block's statistics and the per-block grids, on a batch of two
+/// and on a photo-shaped input whose sides are not multiples of 32 (crop level passes).
+#[test]
+fn cpu_path_matches_flex_conv2d_on_maps_statistics_and_grids() {
+    let device = flex();
+    let mut net = ModelConfig::new(OutputKind::Regression, HeadKind::Compact).init(&device).unwrap();
+    import_imagenet(&mut net, &imagenet_safetensors()).unwrap();
+    let generic = net.backbone.clone();
+    let mut prepared = net.backbone;
+    prepared.prepare_for(&device);
+    for shape in [[2, 3, 224, 224], [1, 3, 171, 250]] {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 60.0), &device);
+        let expected = generic.forward_features(x.clone(), true);
+        let actual = prepared.forward_features(x.clone(), true);
+        assert_eq!(actual.map.dims(), expected.map.dims());
+        let map_error = relative_error(&to_vec(actual.map), &to_vec(expected.map));
+        let statistics_error =
+            relative_error(&to_vec(actual.block_statistics.unwrap()), &to_vec(expected.block_statistics.unwrap()));
+        println!("{shape:?}: map {map_error:.2e}, block statistics {statistics_error:.2e}");
+        assert!(map_error < 1e-3 && statistics_error < 1e-3, "{shape:?}: map {map_error}, statistics {statistics_error}");
+
+        let (expected_map, expected_grids) = generic.forward_block_grids(x.clone());
+        let (actual_map, actual_grids) = prepared.forward_block_grids(x);
+        assert_eq!(actual_grids.len(), 5);
+        assert!(relative_error(&to_vec(actual_map), &to_vec(expected_map)) < 1e-3);
+        for (block, ((mean, square), (expected_mean, expected_square))) in actual_grids.into_iter().zip(expected_grids).enumerate() {
+            assert_eq!(mean.dims(), expected_mean.dims());
+            let error = relative_error(&to_vec(mean), &to_vec(expected_mean)).max(relative_error(&to_vec(square), &to_vec(expected_square)));
+            assert!(error < 1e-3, "{shape:?} block {block} grid: relative error {error}");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The paper's two models: VGG16 + a regression head (one score) or a histogram head (10-bin
 //! rating distribution). [`ModelConfig`] says which; it travels in every weight file.
 
+mod cpu;
 pub mod heads;
 pub mod vgg16;
 

@@ -3,11 +3,15 @@
 //! 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28. Keeping that layout means the ImageNet weights
 //! (`features.N.weight`) load by name, with no remapping table to keep in sync.
 
+use std::sync::Arc;
+
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
+
+use super::cpu::{CpuVgg16, is_plain_cpu};
 
 /// VGG16's configuration "D": channel counts, `None` = 2x2 max-pool.
 const VGG16_LAYOUT: [Option<usize>; 18] = [
@@ -62,6 +66,10 @@ pub enum VggLayer {
 #[derive(Module, Debug)]
 pub struct Vgg16 {
     pub features: Vec<VggLayer>,
+    /// The same weights prepared for CPU inference ([`Vgg16::prepare_for`]); shared by the
+    /// heads that use this backbone.
+    #[module(skip)]
+    cpu: Option<Arc<CpuVgg16>>,
 }
 
 impl Vgg16 {
@@ -89,22 +97,32 @@ impl Vgg16 {
                 )),
             }
         }
-        Self { features }
+        Self { features, cpu: None }
+    }
+
+    /// Make inference on `device` fast where Loupe has its own kernels: on plain flex (the CPU,
+    /// natively and in the browser) the convolutions then run through `conv3x3` with weights
+    /// transformed now, once. Call it after the weights are loaded, and again if they change
+    /// (training does not call it: its devices carry autodiff, which this path never serves).
+    pub fn prepare_for(&mut self, device: &Device) {
+        self.cpu = if is_plain_cpu(device) { CpuVgg16::new(&self.features).map(Arc::new) } else { None };
+    }
+
+    /// Whether [`Vgg16::prepare_for`] has readied this network for `device`.
+    pub fn is_prepared_for(&self, device: &Device) -> bool {
+        self.cpu.is_some() && is_plain_cpu(device)
     }
 
     /// `[N, 3, H, W]` → `[N, C, H/32, W/32]` (block5 max-pool output).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.forward_features(x, false).map
+        self.run(x, None)
     }
 
     /// The map and, if asked, the statistics of every block (see [`BackboneFeatures`]).
     pub fn forward_features(&self, x: Tensor<4>, with_statistics: bool) -> BackboneFeatures {
         let mut statistics = Vec::new();
-        let map = self.run(x, |block_output| {
-            if with_statistics {
-                statistics.push(channel_statistics(block_output));
-            }
-        });
+        let mut collect = |block_output: Tensor<4>| statistics.push(channel_statistics(block_output));
+        let map = self.run(x, with_statistics.then_some(&mut collect as &mut dyn FnMut(Tensor<4>)));
         BackboneFeatures { map, block_statistics: with_statistics.then(|| Tensor::cat(statistics, 1)) }
     }
 
@@ -113,24 +131,30 @@ impl Vgg16 {
     /// statistics for many crops are then sums over grid cells (the fast crop search).
     pub fn forward_block_grids(&self, x: Tensor<4>) -> (Tensor<4>, Vec<(Tensor<4>, Tensor<4>)>) {
         let mut grids = Vec::new();
-        let map = self.run(x, |block_output| {
+        let mut collect = |block_output: Tensor<4>| {
             // Block k (from 0) has stride 2^k: a grid cell spans 32 / 2^k of its pixels.
             let cell = STRIDE >> grids.len();
             let pool = AvgPool2dConfig::new([cell, cell]).with_strides([cell, cell]).init();
             grids.push((pool.forward(block_output.clone()), pool.forward(block_output.square())));
-        });
+        };
+        let map = self.run(x, Some(&mut collect));
         (map, grids)
     }
 
     /// Runs the layers, handing each block's last ReLU output (the input of its max-pool) to
-    /// `at_block_end`.
-    fn run(&self, mut x: Tensor<4>, mut at_block_end: impl FnMut(Tensor<4>)) -> Tensor<4> {
+    /// `at_block_end` if given; on the CPU path when prepared for the input's device.
+    fn run(&self, mut x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
+        if let Some(cpu) = self.cpu.as_ref().filter(|_| is_plain_cpu(&x.device())) {
+            return cpu.run(x, at_block_end);
+        }
         for layer in &self.features {
             x = match layer {
                 VggLayer::Conv(conv) => conv.forward(x),
                 VggLayer::Relu(relu) => relu.forward(x),
                 VggLayer::Pool(pool) => {
-                    at_block_end(x.clone());
+                    if let Some(at_block_end) = at_block_end.as_mut() {
+                        at_block_end(x.clone());
+                    }
                     pool.forward(x)
                 }
             };

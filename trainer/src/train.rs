@@ -703,7 +703,8 @@ impl FeatureCache {
             eprintln!("backbone features: all {} from the cache", labels.len());
             return Ok(cached);
         }
-        let backbone = net.backbone.valid().to_device(device);
+        let mut backbone = net.backbone.valid().to_device(device);
+        backbone.prepare_for(device);
         let mut progress = crate::data::Progress::new("backbone features", missing.len());
         for chunk in missing.chunks(batch.max(1)) {
             let (loaded, inputs) = images.load_batch(chunk);
