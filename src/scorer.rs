@@ -4,7 +4,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use image::RgbImage;
 
 use crate::error::{LoupeError, Result};
-use crate::model::{AestheticNet, HISTOGRAM_BINS, OutputKind};
+use crate::model::{AestheticNet, BackboneFeatures, HISTOGRAM_BINS, OutputKind};
 use crate::prediction::Prediction;
 use crate::preprocess::input_batch;
 use crate::weights::{self, Part, WeightMetadata};
@@ -20,7 +20,12 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    pub fn new(net: AestheticNet, metadata: WeightMetadata, device: Device) -> Self {
+    /// A model ready for inference on `device` (its backbone prepared for Loupe's own kernels
+    /// there, unless a shared backbone already was).
+    pub fn new(mut net: AestheticNet, metadata: WeightMetadata, device: Device) -> Self {
+        if !net.backbone.is_prepared_for(&device) {
+            net.backbone.prepare_for(&device);
+        }
         Self { net, metadata, device }
     }
 
@@ -39,7 +44,10 @@ impl Scorer {
                 if backbone.is_some() {
                     return Err(LoupeError::Weights("more than one backbone file given".into()));
                 }
-                backbone = Some(weights::decode_backbone(bytes, device)?);
+                let mut shared = weights::decode_backbone(bytes, device)?;
+                // Prepared once here, so every head joined to it shares the prepared weights.
+                shared.backbone.prepare_for(device);
+                backbone = Some(shared);
             }
         }
         let mut scorers = Vec::new();
@@ -74,6 +82,15 @@ impl Scorer {
         self.net.forward(input)
     }
 
+    /// Whether `other` runs the very same backbone on the same input (heads bundled with one
+    /// backbone file), so one backbone pass can feed both heads.
+    pub fn shares_backbone_with(&self, other: &Scorer) -> bool {
+        self.metadata.backbone_id.is_some()
+            && self.metadata.backbone_id == other.metadata.backbone_id
+            && self.metadata.input == other.metadata.input
+            && self.device == other.device
+    }
+
     /// Predictions for any number of images, in batches. Blocks until done: native code, or a
     /// CPU device in the browser; WebGPU must use [`Scorer::predict_async`].
     pub fn predict(&self, images: &[RgbImage]) -> Result<Vec<Prediction>> {
@@ -82,16 +99,45 @@ impl Scorer {
 
     /// Predictions, reading results back asynchronously (WebGPU cannot block).
     pub async fn predict_async(&self, images: &[RgbImage]) -> Result<Vec<Prediction>> {
-        let mut predictions = Vec::with_capacity(images.len());
-        for chunk in images.chunks(DEFAULT_BATCH) {
-            let output = self.forward(self.input(chunk));
-            let data = output
-                .into_data_async()
-                .await
-                .map_err(|e| LoupeError::Model(format!("reading the output failed: {e:?}")))?;
-            predictions.extend(self.to_predictions(data)?);
+        let per_model = Self::predict_all_async(std::slice::from_ref(self), images).await?;
+        Ok(per_model.into_iter().next().unwrap_or_default())
+    }
+
+    /// Predictions of every model in `scorers` for the same images — `[model][image]` — running
+    /// each distinct backbone once per batch: heads bundled with one backbone file read the
+    /// same features (one VGG16 pass per photo for the regression and the histogram model).
+    pub async fn predict_all_async(scorers: &[Scorer], images: &[RgbImage]) -> Result<Vec<Vec<Prediction>>> {
+        let mut predictions: Vec<Vec<Prediction>> = scorers.iter().map(|_| Vec::with_capacity(images.len())).collect();
+        let mut done = vec![false; scorers.len()];
+        for first in 0..scorers.len() {
+            if done[first] {
+                continue;
+            }
+            let group: Vec<usize> =
+                (first..scorers.len()).filter(|&i| i == first || (!done[i] && scorers[first].shares_backbone_with(&scorers[i]))).collect();
+            let leader = &scorers[first];
+            let with_statistics = group.iter().any(|&i| scorers[i].net.head.layers().reads_block_statistics());
+            for chunk in images.chunks(DEFAULT_BATCH) {
+                let features: BackboneFeatures = leader.net.backbone.forward_features(leader.input(chunk), with_statistics);
+                for &i in &group {
+                    let output = scorers[i].net.head.forward(features.clone());
+                    let data = output
+                        .into_data_async()
+                        .await
+                        .map_err(|e| LoupeError::Model(format!("reading the output failed: {e:?}")))?;
+                    predictions[i].extend(scorers[i].to_predictions(data)?);
+                }
+            }
+            for i in group {
+                done[i] = true;
+            }
         }
         Ok(predictions)
+    }
+
+    /// [`Scorer::predict_all_async`], blocking (native code, or a CPU device in the browser).
+    pub fn predict_all(scorers: &[Scorer], images: &[RgbImage]) -> Result<Vec<Vec<Prediction>>> {
+        block_on(Self::predict_all_async(scorers, images))?
     }
 
     /// Network output rows → predictions.

@@ -104,7 +104,9 @@ impl Loupe {
         let (header, _) = weights::read_header(bytes).map_err(js_error)?;
         let (net, metadata) = match header.part {
             weights::Part::Backbone => {
-                let backbone = weights::decode_backbone(bytes, &self.device).map_err(js_error)?;
+                let mut backbone = weights::decode_backbone(bytes, &self.device).map_err(js_error)?;
+                // Prepared once here, so both heads share the prepared weights.
+                backbone.backbone.prepare_for(&self.device);
                 let metadata = to_js_value(&backbone.metadata)?;
                 self.backbone = Some(backbone);
                 return Ok(metadata);
@@ -139,14 +141,16 @@ impl Loupe {
         let images = std::slice::from_ref(&image);
         let mut regression = None;
         let mut histogram_model = None;
-        for scorer in &self.scorers {
-            let prediction = scorer.predict_async(images).await.map_err(js_error)?.remove(0);
+        // One backbone pass feeds both heads when they share a backbone file.
+        let predictions = Scorer::predict_all_async(&self.scorers, images).await.map_err(js_error)?;
+        for (scorer, prediction) in self.scorers.iter().zip(predictions) {
+            let Some(prediction) = prediction.into_iter().next() else { continue };
             match scorer.output() {
                 OutputKind::Regression => regression = Some(prediction),
                 OutputKind::Histogram => histogram_model = Some(prediction),
             }
         }
-        let headline = regression.as_ref().or(histogram_model.as_ref()).expect("a model ran");
+        let headline = regression.as_ref().or(histogram_model.as_ref()).ok_or_else(|| JsError::new("no model returned a prediction"))?;
         let result = ScoreResult {
             score: headline.score,
             histogram: histogram_model.as_ref().and_then(|p| p.histogram.map(|h| h.to_vec())),

@@ -159,6 +159,11 @@ fn backbone_and_head_files_rebuild_the_model() {
     assert_eq!(scorers.len(), 2);
     let input = Tensor::<4>::random([1, 3, 224, 224], Distribution::Normal(0.0, 50.0), &device);
     let by_kind = |kind| scorers.iter().find(|s| s.output() == kind).unwrap();
+    // Loaded scorers run the CPU path; so do these originals once prepared: same kernels, so any
+    // difference is in the weights the files carried.
+    let (mut reg_net, mut hist_net) = (reg_net, hist_net);
+    reg_net.backbone.prepare_for(&device);
+    hist_net.backbone.prepare_for(&device);
     let expected = to_vec(reg_net.forward(input.clone()));
     assert!(relative_error(&to_vec(by_kind(OutputKind::Regression).forward(input.clone())), &expected) < 1e-6);
     let expected = to_vec(hist_net.forward(input.clone()));
@@ -193,4 +198,44 @@ fn the_backbone_id_depends_on_the_weights_only() {
     let reloaded = weights::encode(&first, &metadata(config, Precision::F16)).unwrap();
     other_model.backbone = weights::decode(&reloaded, &device).unwrap().0.backbone;
     assert_eq!(weights::backbone_id(&other_model).unwrap(), weights::backbone_id(&first).unwrap());
+}
+
+/// Heads bundled with one backbone file are scored from one backbone pass, with exactly the
+/// predictions each model gives alone; a whole-model file keeps its own backbone.
+#[test]
+fn heads_sharing_a_backbone_are_fed_by_one_pass() {
+    use loupe::Scorer;
+    use loupe::weights::Part;
+    let device = flex();
+    let regression = tiny(OutputKind::Regression, HeadKind::Compact);
+    // A head that reads block statistics too: the shared pass must compute them for it.
+    let histogram = tiny(OutputKind::Histogram, HeadKind::Statistics);
+    let reg_net = regression.init(&device).unwrap();
+    let mut hist_net = histogram.init(&device).unwrap();
+    hist_net.backbone = reg_net.backbone.clone();
+    let part = |net: &loupe::model::AestheticNet, config, part| {
+        let mut m = metadata(config, Precision::F32);
+        m.part = part;
+        weights::encode(net, &m).unwrap()
+    };
+    let files = [part(&reg_net, regression, Part::Backbone), part(&reg_net, regression, Part::Head), part(&hist_net, histogram, Part::Head)];
+    let full = weights::encode(&hist_net, &metadata(histogram, Precision::F32)).unwrap();
+    let mut scorers = Scorer::from_weight_files(&[&files[0], &files[1], &files[2]], &device).unwrap();
+    scorers.extend(Scorer::from_weight_files(&[&full], &device).unwrap());
+    assert!(scorers[0].shares_backbone_with(&scorers[1]));
+    assert!(!scorers[0].shares_backbone_with(&scorers[2]) && !scorers[2].shares_backbone_with(&scorers[1]));
+
+    let images: Vec<_> = ["rocket.jpg", "coffee.jpg", "chelsea.jpg"]
+        .iter()
+        .map(|name| loupe::preprocess::decode_image(&fixture_bytes(name)).unwrap())
+        .collect();
+    let together = Scorer::predict_all(&scorers, &images).unwrap();
+    assert_eq!(together.len(), 3);
+    for (scorer, predictions) in scorers.iter().zip(&together) {
+        assert_eq!(predictions, &scorer.predict(&images).unwrap(), "{:?}", scorer.output());
+    }
+    // The whole-model file holds the same histogram model: same predictions, its own pass.
+    for (shared, own) in together[1].iter().zip(&together[2]) {
+        assert!((shared.score - own.score).abs() < 1e-5);
+    }
 }

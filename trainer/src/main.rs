@@ -434,9 +434,12 @@ fn score(args: ScoreArgs) -> Result<()> {
     let mut failures = 0;
     for path in &args.images {
         let result = read(path).and_then(|bytes| Ok(decode_image(&bytes)?)).and_then(|image| {
+            // One backbone pass feeds every head bundled with the same backbone.
+            let predictions = Scorer::predict_all(&scorers, std::slice::from_ref(&image))?;
             scorers
                 .iter()
-                .map(|s| Ok((model_name(s), s.predict(std::slice::from_ref(&image))?.remove(0))))
+                .zip(predictions)
+                .map(|(s, p)| Ok((model_name(s), p.into_iter().next().context("no prediction")?)))
                 .collect::<Result<Vec<(&str, Prediction)>>>()
         });
         let line = match result {
