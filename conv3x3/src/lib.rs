@@ -18,7 +18,8 @@
 //!
 //! `U = G g Gᵀ` is computed at construction; per tile, `V = Bᵀ d B` (the input transform), then
 //! `M_k = V_k · U_k` for the 16 positions `k` (the GEMMs, over a chunk of tiles at once), then
-//! `Aᵀ M A` (the output transform) with bias and ReLU.
+//! `Aᵀ M A` (the output transform) with bias and ReLU. A layer with few input channels (an RGB
+//! first layer) is one GEMM over 3x3 neighbourhoods (im2col) instead.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -114,16 +115,30 @@ const MAX_CHUNK_TILES: usize = 512;
 /// Output channels a work item computes at least, when small layers are split by channel too.
 const MIN_CHANNEL_BLOCK: usize = 32;
 
-/// One 3x3 stride-1 convolution with padding 1, its weights already Winograd-transformed.
+/// One 3x3 stride-1 convolution with padding 1, its weights already laid out for its method.
 #[derive(Clone, Debug)]
 pub struct Conv3x3 {
     in_channels: usize,
     out_channels: usize,
-    /// `U = G g Gᵀ` for every (input, output) channel pair, laid out `[16][in][out]`: position
-    /// `k` of the 4x4 transform is one row-major `in x out` matrix, the right-hand side of a GEMM.
-    transformed: Vec<f32>,
+    method: Method,
     bias: Vec<f32>,
 }
+
+#[derive(Clone, Debug)]
+enum Method {
+    /// `U = G g Gᵀ` for every (input, output) channel pair, laid out `[16][in][out]`: position
+    /// `k` of the 4x4 transform is one row-major `in x out` matrix, the right-hand side of a GEMM.
+    Winograd { transformed: Vec<f32> },
+    /// Few input channels (an RGB first layer): Winograd's 16 products would each be a GEMM with
+    /// an inner dimension of 3, all memory traffic. Instead each output pixel's 3x3 neighbourhood
+    /// becomes one row (im2col) and one GEMM with the weights laid out `[(ky, kx, in)][out]`.
+    Im2col { weights: Vec<f32> },
+}
+
+/// Below this many input channels a layer uses [`Method::Im2col`].
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+/// Output pixels per im2col work item.
+const IM2COL_CHUNK_PIXELS: usize = 512;
 
 impl Conv3x3 {
     /// From PyTorch/burn weights `[out, in, 3, 3]` and an optional bias `[out]`.
@@ -145,17 +160,30 @@ impl Conv3x3 {
             Some(bias) => bias.to_vec(),
             None => vec![0.0; out_channels],
         };
-        let mut transformed = vec![0.0; 16 * in_channels * out_channels];
-        for o in 0..out_channels {
-            for i in 0..in_channels {
-                let start = (o * in_channels + i) * 9;
-                let g: &[f32; 9] = weight[start..start + 9].try_into().expect("a slice of 9");
-                for (k, u) in transform_filter(g).into_iter().enumerate() {
-                    transformed[(k * in_channels + i) * out_channels + o] = u;
+        let method = if in_channels < WINOGRAD_MIN_CHANNELS {
+            let mut weights = vec![0.0; 9 * in_channels * out_channels];
+            for o in 0..out_channels {
+                for i in 0..in_channels {
+                    for k in 0..9 {
+                        weights[(k * in_channels + i) * out_channels + o] = weight[(o * in_channels + i) * 9 + k];
+                    }
                 }
             }
-        }
-        Ok(Self { in_channels, out_channels, transformed, bias })
+            Method::Im2col { weights }
+        } else {
+            let mut transformed = vec![0.0; 16 * in_channels * out_channels];
+            for o in 0..out_channels {
+                for i in 0..in_channels {
+                    let start = (o * in_channels + i) * 9;
+                    let g: &[f32; 9] = weight[start..start + 9].try_into().expect("a slice of 9");
+                    for (k, u) in transform_filter(g).into_iter().enumerate() {
+                        transformed[(k * in_channels + i) * out_channels + o] = u;
+                    }
+                }
+            }
+            Method::Winograd { transformed }
+        };
+        Ok(Self { in_channels, out_channels, method, bias })
     }
 
     pub fn in_channels(&self) -> usize {
@@ -179,6 +207,13 @@ impl Conv3x3 {
         if output.data.is_empty() {
             return Ok(output);
         }
+        let transformed = match &self.method {
+            Method::Winograd { transformed } => transformed,
+            Method::Im2col { weights } => {
+                self.forward_im2col(input, weights, activation, &mut output.data);
+                return Ok(output);
+            }
+        };
         let plan = Plan::new(input, self.in_channels, self.out_channels);
         let out_ptr = SharedOutput(output.data.as_mut_ptr());
         let run = |item: usize| {
@@ -189,7 +224,7 @@ impl Conv3x3 {
             // SAFETY: every work item writes only the outputs of its own tiles (disjoint 2x2
             // pixel blocks) in its own range of output channels, so no two items write the same
             // element, and `output` outlives the parallel loop.
-            unsafe { self.run_item(input, &plan, tiles, channels, activation, out_ptr) };
+            unsafe { self.run_item(input, transformed, &plan, tiles, channels, activation, out_ptr) };
         };
         parallel_for(plan.chunks * plan.channel_blocks, run);
         Ok(output)
@@ -200,9 +235,11 @@ impl Conv3x3 {
     /// # Safety
     /// `output` points to the `[N, H, W, out]` output of `input`'s shape; no other thread writes
     /// the elements of these tiles and channels meanwhile.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn run_item(
         &self,
         input: &Nhwc,
+        transformed: &[f32],
         plan: &Plan,
         tiles: std::ops::Range<usize>,
         channels: std::ops::Range<usize>,
@@ -220,21 +257,10 @@ impl Conv3x3 {
             }
             for k in 0..16 {
                 let lhs = &transformed_input[k * count * cin..(k + 1) * count * cin];
-                let rhs = &self.transformed[k * cin * cout + channels.start..];
+                let rhs = &transformed[k * cin * cout + channels.start..];
                 let dst = &mut products[k * count * width..(k + 1) * count * width];
-                // SAFETY: lhs is count x cin (row stride cin), rhs a cin x width window of the
-                // cin x cout matrix (row stride cout), dst count x width (row stride width); all
-                // in bounds of their slices.
-                unsafe {
-                    gemm::gemm(
-                        count, width, cin,
-                        dst.as_mut_ptr(), 1, width as isize, false,
-                        lhs.as_ptr(), 1, cin as isize,
-                        rhs.as_ptr(), 1, cout as isize,
-                        0.0, 1.0, false, false, false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                // rhs: a cin x width window of the cin x cout matrix.
+                matmul([count, width, cin], dst, lhs, rhs, cout);
             }
             let bias = &self.bias[channels.clone()];
             for (local, tile) in tiles.enumerate() {
@@ -258,6 +284,73 @@ impl Conv3x3 {
     }
 }
 
+impl Conv3x3 {
+    /// [`Method::Im2col`]: chunks of output pixels, each its rows of 3x3 neighbourhoods times
+    /// the weights, then bias and activation in place.
+    fn forward_im2col(&self, input: &Nhwc, weights: &[f32], activation: Activation, output: &mut [f32]) {
+        let (cin, cout) = (self.in_channels, self.out_channels);
+        let row_len = 9 * cin;
+        let (height, width) = (input.height, input.width);
+        let chunks: Vec<(usize, &mut [f32])> = output.chunks_mut(IM2COL_CHUNK_PIXELS * cout).enumerate().collect();
+        let run = |(chunk, out): (usize, &mut [f32])| {
+            let first = chunk * IM2COL_CHUNK_PIXELS;
+            let pixels = out.len() / cout;
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let (_, rows, _) = scratch.split(0, pixels * row_len, 0);
+                for (p, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                    let pixel = first + p;
+                    let (n, y, x) = (pixel / (height * width), pixel / width % height, pixel % width);
+                    for (k, window) in row.chunks_exact_mut(cin).enumerate() {
+                        let (sy, sx) = ((y + k / 3).checked_sub(1), (x + k % 3).checked_sub(1));
+                        match (sy, sx) {
+                            (Some(sy), Some(sx)) if sy < height && sx < width => {
+                                let source = ((n * height + sy) * width + sx) * cin;
+                                window.copy_from_slice(&input.data[source..source + cin]);
+                            }
+                            _ => window.fill(0.0),
+                        }
+                    }
+                }
+                matmul([pixels, cout, row_len], out, rows, weights, cout);
+            });
+            for pixel in out.chunks_exact_mut(cout) {
+                for (value, bias) in pixel.iter_mut().zip(&self.bias) {
+                    *value += bias;
+                    if activation == Activation::Relu {
+                        *value = value.max(0.0);
+                    }
+                }
+            }
+        };
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            chunks.into_par_iter().for_each(run);
+        }
+        #[cfg(not(feature = "rayon"))]
+        chunks.into_iter().for_each(run);
+    }
+}
+
+/// `dst = lhs · rhs` for row-major `lhs` (m x k) and `dst` (m x n), and an `k x n` window of a
+/// row-major matrix `rhs` whose rows are `rhs_row` long; on the calling thread (the caller
+/// parallelises over work items).
+fn matmul([m, n, k]: [usize; 3], dst: &mut [f32], lhs: &[f32], rhs: &[f32], rhs_row: usize) {
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && n <= rhs_row && (k == 0 || rhs.len() >= (k - 1) * rhs_row + n));
+    // SAFETY: the assert keeps every element gemm reads or writes inside the slices.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            dst.as_mut_ptr(), 1, n as isize, false,
+            lhs.as_ptr(), 1, k as isize,
+            rhs.as_ptr(), 1, rhs_row as isize,
+            0.0, 1.0, false, false, false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// How a layer's tiles are split into work items: chunks of tiles, times blocks of output
 /// channels when there are too few chunks to keep every thread busy.
 struct Plan {
@@ -274,9 +367,18 @@ impl Plan {
     fn new(input: &Nhwc, in_channels: usize, out_channels: usize) -> Self {
         let (tiles_y, tiles_x) = (input.height.div_ceil(2), input.width.div_ceil(2));
         let tiles = input.batch * tiles_y * tiles_x;
-        let chunk_tiles = (CHUNK_FLOATS / in_channels.max(out_channels)).clamp(MIN_CHUNK_TILES, MAX_CHUNK_TILES).min(tiles);
+        let threads = threads();
+        let target = (CHUNK_FLOATS / in_channels.max(out_channels)).clamp(MIN_CHUNK_TILES, MAX_CHUNK_TILES);
+        // Equal chunks, as many as a multiple of the threads: 4 chunks of 64, 64, 64 and 4 tiles
+        // would leave one thread idle for a third of the layer.
+        let mut chunks = tiles.div_ceil(target);
+        if chunks > threads {
+            chunks = chunks.next_multiple_of(threads);
+        }
+        let chunk_tiles = tiles.div_ceil(chunks);
         let chunks = tiles.div_ceil(chunk_tiles);
-        let wanted = 2 * threads();
+        // Two items per thread balance uneven progress; one thread needs no split at all.
+        let wanted = if threads > 1 { 2 * threads } else { 1 };
         let blocks = wanted.div_ceil(chunks).min(out_channels.div_ceil(MIN_CHANNEL_BLOCK)).max(1);
         // Blocks of whole SIMD registers (16 floats) keep the GEMM's columns aligned.
         let channel_block = out_channels.div_ceil(blocks).next_multiple_of(16).min(out_channels);

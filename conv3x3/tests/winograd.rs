@@ -1,4 +1,5 @@
-//! The Winograd convolution against the plain definition, on shapes that exercise every edge:
+//! The convolution against the plain definition — Winograd from 16 input channels, im2col below
+//! — on shapes that exercise every edge:
 //! odd sizes (tiles half outside the image), 1-pixel images, batches, channel counts that do not
 //! fill a SIMD register, and layers big enough to be split across threads and channel blocks.
 
