@@ -4,9 +4,9 @@ mod common;
 
 use common::*;
 use loupe::burn::tensor::{Distribution, Tensor};
-use loupe::model::{HeadKind, ModelConfig, OutputKind};
+use loupe::model::{AestheticNet, HeadKind, ModelConfig, OutputKind};
 use loupe::preprocess::InputConvention;
-use loupe::weights::{self, FORMAT_VERSION, MAGIC, Precision, WeightMetadata};
+use loupe::weights::{self, FORMAT_VERSION, MAGIC, Part, Precision, WeightMetadata};
 
 fn tiny(output: OutputKind, head: HeadKind) -> ModelConfig {
     ModelConfig::new(output, head).with_width_divisor(8)
@@ -132,26 +132,42 @@ fn broken_files_give_clear_errors() {
     assert!(error_of(&reframe(&absurd, &payload)).contains("width divisor"));
 }
 
+fn part_file(net: &AestheticNet, config: ModelConfig, part: Part) -> Vec<u8> {
+    let mut m = metadata(config, Precision::F32);
+    m.part = part;
+    weights::encode(net, &m).unwrap()
+}
+
+/// A regression and a histogram model on one backbone (as frozen-backbone training makes them),
+/// and their files as `loupe bundle` writes them.
+struct Bundle {
+    reg_net: AestheticNet,
+    hist_net: AestheticNet,
+    backbone: Vec<u8>,
+    reg_head: Vec<u8>,
+    hist_head: Vec<u8>,
+}
+
+fn bundle(regression: ModelConfig, histogram: ModelConfig, device: &loupe::burn::tensor::Device) -> Bundle {
+    let reg_net = regression.init(device).unwrap();
+    let mut hist_net = histogram.init(device).unwrap();
+    hist_net.backbone = reg_net.backbone.clone();
+    Bundle {
+        backbone: part_file(&reg_net, regression, Part::Backbone),
+        reg_head: part_file(&reg_net, regression, Part::Head),
+        hist_head: part_file(&hist_net, histogram, Part::Head),
+        reg_net,
+        hist_net,
+    }
+}
+
 #[test]
 fn backbone_and_head_files_rebuild_the_model() {
     use loupe::Scorer;
-    use loupe::weights::Part;
     let device = flex();
     let regression = tiny(OutputKind::Regression, HeadKind::Compact);
     let histogram = tiny(OutputKind::Histogram, HeadKind::Compact);
-    let reg_net = regression.init(&device).unwrap();
-    // The histogram model shares the regression model's backbone (as frozen-backbone training does).
-    let mut hist_net = histogram.init(&device).unwrap();
-    hist_net.backbone = reg_net.backbone.clone();
-
-    let part = |net: &loupe::model::AestheticNet, config, part| {
-        let mut m = metadata(config, Precision::F32);
-        m.part = part;
-        weights::encode(net, &m).unwrap()
-    };
-    let backbone = part(&reg_net, regression, Part::Backbone);
-    let reg_head = part(&reg_net, regression, Part::Head);
-    let hist_head = part(&hist_net, histogram, Part::Head);
+    let Bundle { mut reg_net, mut hist_net, backbone, reg_head, hist_head } = bundle(regression, histogram, &device);
     let full = weights::encode(&reg_net, &metadata(regression, Precision::F32)).unwrap();
     assert!(reg_head.len() * 10 < full.len(), "a head file should be a small part of the model");
 
@@ -161,7 +177,6 @@ fn backbone_and_head_files_rebuild_the_model() {
     let by_kind = |kind| scorers.iter().find(|s| s.output() == kind).unwrap();
     // Loaded scorers run the CPU path; so do these originals once prepared: same kernels, so any
     // difference is in the weights the files carried.
-    let (mut reg_net, mut hist_net) = (reg_net, hist_net);
     reg_net.backbone.prepare_for(&device);
     hist_net.backbone.prepare_for(&device);
     let expected = to_vec(reg_net.forward(input.clone()));
@@ -171,7 +186,7 @@ fn backbone_and_head_files_rebuild_the_model() {
 
     // A head without its backbone, a head with another backbone, a part where a model is expected.
     assert!(Scorer::from_weight_files(&[&reg_head], &device).unwrap_err().to_string().contains("backbone file"));
-    let other = part(&histogram.init(&device).unwrap(), histogram, Part::Backbone);
+    let other = part_file(&histogram.init(&device).unwrap(), histogram, Part::Backbone);
     assert!(Scorer::from_weight_files(&[&other, &reg_head], &device).unwrap_err().to_string().contains("needs backbone"));
     assert!(error_of(&reg_head).contains("only a Head"));
     assert!(Scorer::from_weight_files(&[&backbone], &device).is_err());
@@ -205,22 +220,13 @@ fn the_backbone_id_depends_on_the_weights_only() {
 #[test]
 fn heads_sharing_a_backbone_are_fed_by_one_pass() {
     use loupe::Scorer;
-    use loupe::weights::Part;
     let device = flex();
     let regression = tiny(OutputKind::Regression, HeadKind::Compact);
     // A head that reads block statistics too: the shared pass must compute them for it.
     let histogram = tiny(OutputKind::Histogram, HeadKind::Statistics);
-    let reg_net = regression.init(&device).unwrap();
-    let mut hist_net = histogram.init(&device).unwrap();
-    hist_net.backbone = reg_net.backbone.clone();
-    let part = |net: &loupe::model::AestheticNet, config, part| {
-        let mut m = metadata(config, Precision::F32);
-        m.part = part;
-        weights::encode(net, &m).unwrap()
-    };
-    let files = [part(&reg_net, regression, Part::Backbone), part(&reg_net, regression, Part::Head), part(&hist_net, histogram, Part::Head)];
+    let Bundle { hist_net, backbone, reg_head, hist_head, .. } = bundle(regression, histogram, &device);
     let full = weights::encode(&hist_net, &metadata(histogram, Precision::F32)).unwrap();
-    let mut scorers = Scorer::from_weight_files(&[&files[0], &files[1], &files[2]], &device).unwrap();
+    let mut scorers = Scorer::from_weight_files(&[&backbone, &reg_head, &hist_head], &device).unwrap();
     scorers.extend(Scorer::from_weight_files(&[&full], &device).unwrap());
     assert!(scorers[0].shares_backbone_with(&scorers[1]));
     assert!(!scorers[0].shares_backbone_with(&scorers[2]) && !scorers[2].shares_backbone_with(&scorers[1]));
