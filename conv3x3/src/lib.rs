@@ -162,8 +162,8 @@ impl Conv3x3 {
         };
         let method = if in_channels < WINOGRAD_MIN_CHANNELS {
             let mut weights = vec![0.0; 9 * in_channels * out_channels];
-            for o in 0..out_channels {
-                for i in 0..in_channels {
+            for i in 0..in_channels {
+                for o in 0..out_channels {
                     for k in 0..9 {
                         weights[(k * in_channels + i) * out_channels + o] = weight[(o * in_channels + i) * 9 + k];
                     }
@@ -172,8 +172,10 @@ impl Conv3x3 {
             Method::Im2col { weights }
         } else {
             let mut transformed = vec![0.0; 16 * in_channels * out_channels];
-            for o in 0..out_channels {
-                for i in 0..in_channels {
+            // Output channels innermost: the 16 writes per filter then advance through 16
+            // contiguous rows instead of striding across the whole matrix.
+            for i in 0..in_channels {
+                for o in 0..out_channels {
                     let start = (o * in_channels + i) * 9;
                     let g: &[f32; 9] = weight[start..start + 9].try_into().expect("a slice of 9");
                     for (k, u) in transform_filter(g).into_iter().enumerate() {

@@ -60,6 +60,9 @@ fn matches_the_definition_on_vgg_sized_layers() {
     check(1, 32, 30, 3, 64, Activation::Relu);
     check(1, 14, 14, 256, 128, Activation::Relu);
     check(2, 9, 10, 96, 160, Activation::Identity);
+    // Wide layers on odd sizes.
+    check(1, 7, 9, 320, 288, Activation::Relu);
+    check(2, 4, 4, 300, 300, Activation::Identity);
 }
 
 #[test]

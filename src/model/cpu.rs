@@ -11,7 +11,7 @@ use burn::nn::PaddingConfig2d;
 use burn::tensor::{Device, Tensor, TensorData};
 use conv3x3::{Activation, Conv3x3, Nhwc, max_pool_2x2};
 
-use super::vgg16::VggLayer;
+use super::vgg16::{VARIANCE_EPSILON, VggLayer};
 
 #[derive(Clone, Debug)]
 enum CpuLayer {
@@ -68,7 +68,16 @@ impl CpuVgg16 {
 
     /// Like [`super::Vgg16`]'s own run: `[N, 3, H, W]` → the block-5 map, handing each block's
     /// last ReLU output to `at_block_end` when one is given (converting it costs a copy).
-    pub fn run(&self, x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
+    pub fn run(&self, x: Tensor<4>, at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
+        let device = x.device();
+        match at_block_end {
+            Some(at_block_end) => self.run_layers(x, Some(&mut |activations: &Nhwc| at_block_end(to_tensor(activations, &device)))),
+            None => self.run_layers(x, None),
+        }
+    }
+
+    /// The layers, handing each block's last ReLU output, channels last, to `at_block_end`.
+    fn run_layers(&self, x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(&Nhwc)>) -> Tensor<4> {
         let device = x.device();
         let shape = x.dims();
         // The input is ours (`preprocess::input_batch`): f32 on the CPU, so this cannot fail.
@@ -81,7 +90,7 @@ impl CpuVgg16 {
                 CpuLayer::Conv(conv, activation) => conv.forward(&activations, *activation).unwrap_or_else(|e| panic!("VGG16 input: {e}")),
                 CpuLayer::Pool => {
                     if let Some(at_block_end) = at_block_end.as_mut() {
-                        at_block_end(to_tensor(&activations, &device));
+                        at_block_end(&activations);
                     }
                     max_pool_2x2(&activations)
                 }
@@ -89,6 +98,49 @@ impl CpuVgg16 {
         }
         to_tensor(&activations, &device)
     }
+}
+
+impl CpuVgg16 {
+    /// The map and, if asked, every block's channel statistics (the layout of
+    /// [`super::vgg16::channel_statistics`], blocks in order), computed from the channels-last
+    /// activations directly instead of converting each block's output to a tensor first.
+    pub fn features(&self, x: Tensor<4>, with_statistics: bool) -> (Tensor<4>, Option<Tensor<2>>) {
+        let batch = x.dims()[0];
+        let mut per_image: Vec<Vec<f32>> = vec![Vec::new(); batch];
+        let mut collect = |activations: &Nhwc| {
+            for (image, statistics) in per_image.iter_mut().enumerate() {
+                channel_statistics(activations, image, statistics);
+            }
+        };
+        let map = self.run_layers(x, with_statistics.then_some(&mut collect as &mut dyn FnMut(&Nhwc)));
+        let statistics = with_statistics.then(|| {
+            let width = per_image[0].len();
+            Tensor::from_data(TensorData::new(per_image.concat(), [batch, width]), &map.device())
+        });
+        (map, statistics)
+    }
+}
+
+/// Image `image`'s channel means, then standard deviations (population, plus
+/// [`VARIANCE_EPSILON`] under the root, as the tensor version), appended to `out`.
+fn channel_statistics(activations: &Nhwc, image: usize, out: &mut Vec<f32>) {
+    let [_, height, width, channels] = activations.shape();
+    let pixels = height * width;
+    let values = &activations.data[image * pixels * channels..(image + 1) * pixels * channels];
+    // f64 sums: E[x²] − E[x]² loses nothing over 50k pixels then.
+    let (mut sum, mut sum_of_squares) = (vec![0.0f64; channels], vec![0.0f64; channels]);
+    for pixel in values.chunks_exact(channels) {
+        for ((s, q), &v) in sum.iter_mut().zip(&mut sum_of_squares).zip(pixel) {
+            *s += f64::from(v);
+            *q += f64::from(v) * f64::from(v);
+        }
+    }
+    let n = pixels.max(1) as f64;
+    out.extend(sum.iter().map(|s| (s / n) as f32));
+    out.extend(sum.iter().zip(&sum_of_squares).map(|(s, q)| {
+        let mean = s / n;
+        ((q / n - mean * mean).max(0.0) + VARIANCE_EPSILON).sqrt() as f32
+    }));
 }
 
 fn to_f32<const D: usize>(tensor: Tensor<D>) -> Option<Vec<f32>> {

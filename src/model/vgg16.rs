@@ -120,6 +120,10 @@ impl Vgg16 {
 
     /// The map and, if asked, the statistics of every block (see [`BackboneFeatures`]).
     pub fn forward_features(&self, x: Tensor<4>, with_statistics: bool) -> BackboneFeatures {
+        if let Some(cpu) = self.cpu_for(&x) {
+            let (map, block_statistics) = cpu.features(x, with_statistics);
+            return BackboneFeatures { map, block_statistics };
+        }
         let mut statistics = Vec::new();
         let mut collect = |block_output: Tensor<4>| statistics.push(channel_statistics(block_output));
         let map = self.run(x, with_statistics.then_some(&mut collect as &mut dyn FnMut(Tensor<4>)));
@@ -141,10 +145,15 @@ impl Vgg16 {
         (map, grids)
     }
 
+    /// The CPU path, when prepared and `x` lives where it runs.
+    fn cpu_for(&self, x: &Tensor<4>) -> Option<&CpuVgg16> {
+        self.cpu.as_deref().filter(|_| is_plain_cpu(&x.device()))
+    }
+
     /// Runs the layers, handing each block's last ReLU output (the input of its max-pool) to
     /// `at_block_end` if given; on the CPU path when prepared for the input's device.
     fn run(&self, mut x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
-        if let Some(cpu) = self.cpu.as_ref().filter(|_| is_plain_cpu(&x.device())) {
+        if let Some(cpu) = self.cpu_for(&x) {
             return cpu.run(x, at_block_end);
         }
         for layer in &self.features {

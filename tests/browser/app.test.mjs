@@ -96,7 +96,7 @@ for (const backend of ["webgpu", "cpu"]) {
       assert.equal(await page.evaluate(() => document.body.dataset.backend), backend);
       await upload(photo);
       const seconds = (Date.now() - started) / 1000;
-      console.log(`${backend}: time to first score (page load + weights + 2 VGG16 forwards) ${seconds.toFixed(1)} s`);
+      console.log(`${backend}: time to first score (page load + weights + one VGG16 forward for both heads) ${seconds.toFixed(1)} s`);
       const shown = await page.evaluate(() => JSON.parse(document.getElementById("score").dataset.result));
       assert.ok(shown.score >= 1 && shown.score <= 10, `score ${shown.score}`);
       assert.equal(await page.locator("#histogram rect.bar").count(), 10);
