@@ -6,7 +6,11 @@
 //! re-scored to agree (the search's local stage exists to need fewer).
 //!
 //!   cargo bench --bench crop --features import -- [WEIGHTS.loupe] [--device flex|wgpu] [--candidates N]
-//!       [--layout random|grid] [--seed N] [--aspects 1:1,4:5,16:9] [--dump DIR] [--exact-from DIR] [PHOTOS...]
+//!       [--layout random|grid] [--seed N] [--aspects 1:1,4:5,16:9] [--fast-only] [--dump DIR] [--exact-from DIR] [PHOTOS...]
+//!
+//! `--fast-only` skips the brute force and prints where the fast search's time goes instead:
+//! decoding the photo, the whole-photo backbone passes (one per scale level), the estimates from
+//! the shared maps, and the exact re-scores (a second, untimed-in-the-table run of each part).
 //!
 //! `--dump DIR` writes each row's candidates with their estimated and exact scores as CSV.
 //! `--exact-from DIR` reads the exact scores back from such a dump instead of running the brute
@@ -38,6 +42,7 @@ fn main() {
     let dump = take("--dump").map(PathBuf::from);
     let exact_from = take("--exact-from").map(PathBuf::from);
     let aspects: Vec<String> = take("--aspects").unwrap_or_else(|| "1:1,4:5,16:9".into()).split(',').map(String::from).collect();
+    let fast_only = args.iter().position(|a| a == "--fast-only").map(|i| args.remove(i)).is_some();
     let mut weights: Vec<String> = args.iter().filter(|a| a.ends_with(".loupe")).cloned().collect();
     if weights.is_empty() {
         weights = vec!["weights/backbone.loupe".into(), "weights/regression.loupe".into()];
@@ -65,6 +70,10 @@ fn main() {
     scorer.predict(std::slice::from_ref(&probe)).unwrap();
     let forward = started.elapsed().as_secs_f64();
 
+    if fast_only {
+        time_breakdown(&scorer, &photos, &aspects, candidates, seed, layout, forward);
+        return;
+    }
     if let Some(dir) = &dump {
         std::fs::create_dir_all(dir).expect("--dump DIR");
     }
@@ -153,6 +162,51 @@ fn main() {
         FastCropOptions::default().rerank,
         what_if.join(", ")
     );
+}
+
+/// `--fast-only`: the fast search per photo and aspect, and where its time goes. The parts are
+/// timed on their own (the estimate step again, then the whole search), so re-scoring = whole
+/// search − estimates, and level passes = estimates up to the last pass's progress report.
+fn time_breakdown(scorer: &Scorer, photos: &[PathBuf], aspects: &[String], candidates: usize, seed: u64, layout: CandidateLayout, forward: f64) {
+    println!("| photo | aspect | decode ms | level passes s | estimates s | exact re-scores s | fast search s | = forwards |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let options = FastCropOptions::default();
+    let mut total = 0.0;
+    let mut rows = 0;
+    for photo in photos {
+        let bytes = std::fs::read(photo).unwrap();
+        let t = Instant::now();
+        let image = decode_image(&bytes).unwrap();
+        let decode_ms = t.elapsed().as_secs_f64() * 1e3;
+        for aspect in aspects {
+            let request = CropRequest { shape: aspect.parse().unwrap(), candidates, seed, top_k: 1, layout, ..CropRequest::default() };
+            let rects = loupe::crop::candidates(image.width(), image.height(), &request).unwrap();
+            let t = Instant::now();
+            let mut levels_done = None;
+            estimate_crop_scores(scorer, &image, &rects, &options, |done, _| {
+                if done == options.levels {
+                    levels_done = Some(t.elapsed().as_secs_f64());
+                }
+            })
+            .unwrap();
+            let estimates_s = t.elapsed().as_secs_f64();
+            let levels_s = levels_done.unwrap_or(estimates_s);
+            let t = Instant::now();
+            fast_crop_search(scorer, &image, &request, &options, |_, _| {}).unwrap();
+            let fast_s = t.elapsed().as_secs_f64();
+            total += fast_s;
+            rows += 1;
+            let name = photo.file_name().unwrap().to_string_lossy();
+            println!(
+                "| {name} | {aspect} | {decode_ms:.1} | {levels_s:.2} | {:.2} | {:.2} | {fast_s:.2} | {:.1} |",
+                estimates_s - levels_s,
+                (fast_s - estimates_s).max(0.0),
+                fast_s / forward
+            );
+        }
+    }
+    println!("
+mean fast search {:.2} s ({} rows); one full forward (decode, resize, VGG16, head) {forward:.3} s", total / rows as f64, rows);
 }
 
 /// One candidate in a `--dump` CSV.

@@ -1,8 +1,10 @@
 """Peer for benches/forward.rs: the same 13-conv VGG16 graph, built from the same safetensors,
 timed in onnxruntime on the CPU. Prints one JSON line: {"batch": ms_per_image, ...}.
+With --export, writes the graph to a file instead (the browser bench's onnxruntime-web peer).
 
 usage: python3 benches/onnx_vgg16.py WEIGHTS.safetensors THREADS BATCH [BATCH...]
-needs: pip install onnx onnxruntime safetensors numpy
+       python3 benches/onnx_vgg16.py --export OUT.onnx WEIGHTS.safetensors
+needs: pip install onnx onnxruntime safetensors numpy (--export: onnx safetensors numpy)
 """
 import json
 import sys
@@ -10,7 +12,6 @@ import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
@@ -35,11 +36,17 @@ def build_graph(weights):
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", 512, 7, 7])],
         inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    # IR version 8 (ONNX 1.10): what opset 13 needs, and old enough for onnxruntime-web to load.
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
 def main():
+    if sys.argv[1] == "--export":
+        onnx.save(build_graph(load_file(sys.argv[3])), sys.argv[2])
+        return
     path, threads, batches = sys.argv[1], int(sys.argv[2]), [int(b) for b in sys.argv[3:]]
+    import onnxruntime as ort
+
     model = build_graph(load_file(path))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

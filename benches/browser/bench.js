@@ -1,0 +1,56 @@
+// The browser bench's page side: each function runs one measurement and returns plain numbers.
+// run.mjs loads this page in headless chromium and calls them through page.evaluate.
+import init, { Loupe } from "/pkg/loupe.js";
+import { fetchWeights } from "/weights.js";
+import { LoupeClient } from "/client.js";
+
+const PHOTO = "/fixtures/rocket.jpg";
+
+async function photoBytes() {
+  return new Uint8Array(await (await fetch(PHOTO)).arrayBuffer());
+}
+
+async function timed(run) {
+  const started = performance.now();
+  const result = await run();
+  return { ms: performance.now() - started, result };
+}
+
+/** Loupe's wasm API on one backend: weight loading, `scores` scores, and optionally one crop. */
+window.loupeBench = async ({ forceCpu, scores, cropCandidates }) => {
+  await init({ module_or_path: "/pkg/loupe_bg.wasm" });
+  const loupe = await Loupe.create(forceCpu);
+  const load = await timed(async () => {
+    for (const { bytes } of await fetchWeights(new URL("/weights/", location.href).href, () => {})) loupe.loadWeights(bytes);
+  });
+  const bytes = await photoBytes();
+  const first = await timed(() => loupe.score(bytes)); // includes shader compiles / first-touch
+  const times = [];
+  for (let i = 0; i < scores; i++) times.push((await timed(() => loupe.score(bytes))).ms);
+  let crop = null;
+  if (cropCandidates > 0) {
+    const run = await timed(() => loupe.crop(bytes, { aspect: "1:1", candidates: cropCandidates, seed: 1 }));
+    crop = { ms: run.ms, best: run.result[0] };
+  }
+  return { backend: loupe.backend, loadMs: load.ms, firstScoreMs: first.ms, scoreMs: times, score: first.result.score, crop };
+};
+
+/** onnxruntime-web on the same 13-conv VGG16 graph: one 224x224 forward, `runs` times. */
+window.ortBench = async ({ ep, threads, runs }) => {
+  const ort = await import(ep === "webgpu" ? "/ort/ort.webgpu.min.mjs" : "/ort/ort.wasm.min.mjs");
+  ort.env.wasm.wasmPaths = "/ort/";
+  ort.env.wasm.numThreads = threads;
+  const session = await ort.InferenceSession.create("/model/vgg16.onnx", { executionProviders: [ep] });
+  const input = new ort.Tensor("float32", Float32Array.from({ length: 3 * 224 * 224 }, (_, i) => ((i * 7919) % 255) - 120), [1, 3, 224, 224]);
+  const first = await timed(() => session.run({ input }));
+  const times = [];
+  for (let i = 0; i < runs; i++) times.push((await timed(() => session.run({ input }))).ms);
+  return { firstMs: first.ms, forwardMs: times, isolated: crossOriginIsolated };
+};
+
+/** The app's own path (worker + Cache API) from page start to the first score on the CPU. */
+window.firstScore = async () => {
+  const client = new LoupeClient({ forceCpu: true });
+  const result = await client.score((await photoBytes()).buffer);
+  return { ms: performance.now(), backend: result.backend, score: result.score };
+};
