@@ -251,7 +251,7 @@ pub fn decode(bytes: &[u8], device: &Device) -> Result<(AestheticNet, WeightMeta
             if metadata.part == Part::Head { "backbone file" } else { "head files" }
         )));
     }
-    let mut net = metadata.model.init(device)?;
+    let mut net = metadata.model.init_for_loading(device)?;
     load_payload(&mut net, payload, &metadata)?;
     Ok((net, metadata))
 }
@@ -269,7 +269,7 @@ pub fn decode_backbone(bytes: &[u8], device: &Device) -> Result<SharedBackbone> 
     if metadata.part != Part::Backbone {
         return Err(LoupeError::Weights(format!("expected a backbone file, found a {:?} file", metadata.part)));
     }
-    let mut backbone = metadata.model.init(device)?.backbone;
+    let mut backbone = metadata.model.init_for_loading(device)?.backbone;
     load_payload(&mut backbone, payload, &metadata)?;
     Ok(SharedBackbone { backbone, metadata })
 }
@@ -286,7 +286,7 @@ pub fn decode_head(bytes: &[u8], backbone: &SharedBackbone, device: &Device) -> 
             metadata.backbone_id, backbone.metadata.backbone_id
         )));
     }
-    let mut net = metadata.model.init(device)?;
+    let mut net = metadata.model.init_for_loading(device)?;
     load_payload(&mut net.head, payload, &metadata)?;
     net.backbone = backbone.backbone.clone();
     Ok((net, metadata))

@@ -6,6 +6,7 @@ pub mod heads;
 pub mod vgg16;
 
 use burn::module::{Module, Param};
+use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -75,9 +76,21 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// A new model, randomly initialised (for training).
     pub fn init(&self, device: &Device) -> Result<AestheticNet> {
         self.validate()?;
-        let backbone = Vgg16::new(self.width_divisor, device);
+        Ok(self.init_with_backbone(Vgg16::new(self.width_divisor, device), device))
+    }
+
+    /// A model whose parameters are about to be read from a file: the backbone starts at zeros,
+    /// because drawing VGG16's 14.7M random weights (once per file: backbone and each head) was
+    /// most of the time a load took.
+    pub fn init_for_loading(&self, device: &Device) -> Result<AestheticNet> {
+        self.validate()?;
+        Ok(self.init_with_backbone(Vgg16::with_initializer(self.width_divisor, Initializer::Zeros, device), device))
+    }
+
+    fn init_with_backbone(&self, backbone: Vgg16, device: &Device) -> AestheticNet {
         let layers = HeadLayers::new(
             self.head,
             backbone.out_channels(),
@@ -90,7 +103,7 @@ impl ModelConfig {
             OutputKind::Regression => Head::Regression(RegressionHead { layers }),
             OutputKind::Histogram => Head::Histogram(HistogramHead { layers }),
         };
-        Ok(AestheticNet { backbone, head })
+        AestheticNet { backbone, head }
     }
 }
 

@@ -75,18 +75,23 @@ pub struct Vgg16 {
 impl Vgg16 {
     /// `width_divisor` = 1 is VGG16; larger values divide every channel count (tiny test models).
     pub fn new(width_divisor: usize, device: &Device) -> Self {
+        // He initialisation for ReLU networks (as torchvision inits VGG): a randomly initialised
+        // stack of 13 convolutions keeps its signal instead of fading into the biases. (ImageNet
+        // weights replace it in every real model.)
+        Self::with_initializer(width_divisor, Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: true }, device)
+    }
+
+    /// [`Vgg16::new`] with the convolutions' weights drawn by `initializer`.
+    pub fn with_initializer(width_divisor: usize, initializer: Initializer, device: &Device) -> Self {
         let mut features = Vec::with_capacity(31);
         let mut in_channels = 3;
         for entry in VGG16_LAYOUT {
             match entry {
                 Some(channels) => {
                     let out_channels = scaled_channels(channels, width_divisor);
-                    // He initialisation for ReLU networks (as torchvision inits VGG): a randomly
-                    // initialised stack of 13 convolutions keeps its signal instead of fading
-                    // into the biases. (ImageNet weights replace it in every real model.)
                     let conv = Conv2dConfig::new([in_channels, out_channels], [3, 3])
                         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-                        .with_initializer(Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: true })
+                        .with_initializer(initializer.clone())
                         .init(device);
                     features.push(VggLayer::Conv(conv));
                     features.push(VggLayer::Relu(Relu::new()));
