@@ -44,10 +44,7 @@ impl Scorer {
                 if backbone.is_some() {
                     return Err(LoupeError::Weights("more than one backbone file given".into()));
                 }
-                let mut shared = weights::decode_backbone(bytes, device)?;
-                // Prepared once here, so every head joined to it shares the prepared weights.
-                shared.backbone.prepare_for(device);
-                backbone = Some(shared);
+                backbone = Some(weights::decode_backbone(bytes, device)?);
             }
         }
         let mut scorers = Vec::new();

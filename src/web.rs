@@ -104,9 +104,7 @@ impl Loupe {
         let (header, _) = weights::read_header(bytes).map_err(js_error)?;
         let (net, metadata) = match header.part {
             weights::Part::Backbone => {
-                let mut backbone = weights::decode_backbone(bytes, &self.device).map_err(js_error)?;
-                // Prepared once here, so both heads share the prepared weights.
-                backbone.backbone.prepare_for(&self.device);
+                let backbone = weights::decode_backbone(bytes, &self.device).map_err(js_error)?;
                 let metadata = to_js_value(&backbone.metadata)?;
                 self.backbone = Some(backbone);
                 return Ok(metadata);

@@ -263,7 +263,8 @@ pub struct SharedBackbone {
     pub metadata: WeightMetadata,
 }
 
-/// Load a backbone file onto `device`.
+/// Load a backbone file onto `device`, prepared for inference there ([`crate::model::Vgg16::prepare_for`])
+/// once, so every head joined to it shares the prepared weights.
 pub fn decode_backbone(bytes: &[u8], device: &Device) -> Result<SharedBackbone> {
     let (metadata, payload) = read_header(bytes)?;
     if metadata.part != Part::Backbone {
@@ -271,6 +272,7 @@ pub fn decode_backbone(bytes: &[u8], device: &Device) -> Result<SharedBackbone> 
     }
     let mut backbone = metadata.model.init_for_loading(device)?.backbone;
     load_payload(&mut backbone, payload, &metadata)?;
+    backbone.prepare_for(device);
     Ok(SharedBackbone { backbone, metadata })
 }
 

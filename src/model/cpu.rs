@@ -98,9 +98,7 @@ impl CpuVgg16 {
         }
         to_tensor(&activations, &device)
     }
-}
 
-impl CpuVgg16 {
     /// The map and, if asked, every block's channel statistics (the layout of
     /// [`super::vgg16::channel_statistics`], blocks in order), computed from the channels-last
     /// activations directly instead of converting each block's output to a tensor first.
