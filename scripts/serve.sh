@@ -10,7 +10,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/loupe-target}"
 
 ./scripts/build-web.sh
 echo "== building the loupe CLI"
-cargo build --release --locked -p loupe-trainer
+cargo build --release --locked -p loupe-cli
 loupe="$CARGO_TARGET_DIR/release/loupe"
 
 weights=weights

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates weights/ as shipped: the default models trained with `loupe train` on the
+# Regenerates weights/ as shipped: the default models trained with `loupe-train train` on the
 # distillation set (../shared/data/distill), frozen ImageNet VGG16 backbone (regression: quadratic
 # head fitted in closed form; histogram: statistics head trained by Adam), seeded;
-# evaluated with `loupe eval` on the set's validation part; exported with their metrics and
+# evaluated with `loupe-train eval` on the set's validation part; exported with their metrics and
 # bundled as one shared backbone + two heads.
 #   ./scripts/train-default-weights.sh     (≈60 min on 2 CPU cores, nearly all of it VGG16 features; DEVICE=wgpu for a GPU)
 set -euo pipefail
@@ -12,11 +12,14 @@ shared="${LOUPE_SHARED_DATA:-../shared/data}"
 distill="$shared/distill"
 runs="${RUNS:-$CARGO_TARGET_DIR/default-weight-runs}"
 device="${DEVICE:-flex}"
-loupe="${LOUPE:-}"
-if [ -z "$loupe" ]; then
-  cargo build --release --locked -p loupe-trainer
-  loupe="$CARGO_TARGET_DIR/release/loupe"
+# Both binaries: `loupe` makes and bundles weight files, `loupe-train` trains and evaluates.
+bin="${LOUPE_BIN_DIR:-}"
+if [ -z "$bin" ]; then
+  cargo build --release --locked -p loupe-cli -p loupe-train
+  bin="$CARGO_TARGET_DIR/release"
 fi
+loupe="$bin/loupe"
+loupe_train="$bin/loupe-train"
 mkdir -p "$runs"
 
 for model in regression:quadratic histogram:statistics; do
@@ -31,7 +34,7 @@ done
 train() {
   local name=$1 output=$2 head=$3; shift 3
   rm -rf "$runs/$name"
-  "$loupe" train --labels "$distill/AVA_train.txt" --images "$distill/images" \
+  "$loupe_train" train --labels "$distill/AVA_train.txt" --images "$distill/images" \
     --init "$runs/init-$output.loupe" --model "$output" --head "$head" --freeze-backbone \
     --feature-cache "$runs/features" --batch 32 --seed 1 --device "$device" --out "$runs/$name" "$@"
 }
@@ -39,7 +42,7 @@ train swr regression quadratic --closed-form --ridge 0.1
 train nswr regression quadratic --closed-form --ridge 0.1 --unweighted
 train swh histogram statistics --epochs 100 --plateau-patience 3 --lr 3e-2 --weight-decay 5e-6
 
-"$loupe" eval -w "$runs/swr/model.loupe" -w "$runs/nswr/model.loupe" -w "$runs/swh/model.loupe" \
+"$loupe_train" eval -w "$runs/swr/model.loupe" -w "$runs/nswr/model.loupe" -w "$runs/swh/model.loupe" \
   --labels "$distill/AVA_val.txt" --images "$distill/images" --variants "$distill/variants.csv" \
   --feature-cache "$runs/features" --device "$device" -o "$runs/eval"
 
@@ -49,7 +52,7 @@ licence="Weights: CC BY 4.0. VGG16 ImageNet base: Oxford Visual Geometry Group (
 for name in swr swh; do
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps(r[sys.argv[2]]))' \
     "$runs/eval/report.json" "$runs/$name/model.loupe" > "$runs/$name/metrics.json"
-  "$loupe" export --run "$runs/$name" --metrics "$runs/$name/metrics.json" \
+  "$loupe_train" export --run "$runs/$name" --metrics "$runs/$name/metrics.json" \
     --provenance "$provenance" --licence "$licence" -o "$runs/$name/export.loupe"
 done
 rm -f weights/*.loupe weights/manifest.json

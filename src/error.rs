@@ -17,8 +17,6 @@ pub enum LoupeError {
     Crop(String),
     #[error("model: {0}")]
     Model(String),
-    #[error("{0}")]
-    Io(String),
 }
 
 pub type Result<T, E = LoupeError> = std::result::Result<T, E>;

@@ -10,6 +10,7 @@
 //! - `imagenet` (feature `import`): ImageNet VGG16 initialisation from safetensors or torchvision `.pth`.
 //! - [`scorer`]: a loaded model on a device, turning images into predictions.
 
+pub mod correlation;
 pub mod crop;
 pub mod error;
 #[cfg(feature = "import")]
@@ -28,3 +29,34 @@ pub use scorer::Scorer;
 
 /// Re-exported so callers name the same burn types (Device, Tensor) as the crate.
 pub use burn;
+
+/// Reads one of the library's enums from text (a command-line flag, a form field) by its serde
+/// name, so every enum has one spelling in JSON, weight files and on the command line; `-` and
+/// `_` are interchangeable (`caffe-bgr` = `caffe_bgr`). Unknown names list the known ones.
+#[macro_export]
+macro_rules! from_str_by_serde_name {
+    ($($name:ty),+ $(,)?) => {$(
+        impl ::std::str::FromStr for $name {
+            type Err = ::std::string::String;
+
+            fn from_str(text: &str) -> ::std::result::Result<Self, Self::Err> {
+                $crate::parse_serde_name(text)
+            }
+        }
+    )+};
+}
+
+/// The parser behind [`from_str_by_serde_name`]. Tries the text as given, then with `-` and `_`
+/// swapped either way.
+pub fn parse_serde_name<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+    let text = text.trim();
+    let spellings = [text.to_string(), text.replace('-', "_"), text.replace('_', "-")];
+    let mut first_error = None;
+    for spelling in spellings {
+        match serde_json::from_value(serde_json::Value::String(spelling)) {
+            Ok(value) => return Ok(value),
+            Err(error) => first_error = first_error.or(Some(error.to_string())),
+        }
+    }
+    Err(first_error.unwrap_or_default())
+}

@@ -35,6 +35,8 @@ pub enum InputConvention {
     TorchvisionRgb,
 }
 
+crate::from_str_by_serde_name!(InputConvention);
+
 impl InputConvention {
     /// Map one 8-bit RGB pixel to the three network inputs, in the network's channel order.
     fn normalise(self, [r, g, b]: [u8; 3]) -> [f32; 3] {

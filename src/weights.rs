@@ -22,7 +22,7 @@ use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LoupeError, Result};
-use crate::model::{AestheticNet, ModelConfig};
+use crate::model::{AestheticNet, HeadKind, ModelConfig, OutputKind};
 use crate::preprocess::InputConvention;
 
 pub const MAGIC: &[u8; 8] = b"LOUPEWT\n";
@@ -94,6 +94,93 @@ impl WeightMetadata {
             part: Part::Full,
             backbone_id: None,
         }
+    }
+
+    /// The metadata of a backbone file cut from this model, whose backbone has id `id`: only
+    /// what describes the backbone itself, so retraining or swapping the heads beside it leaves
+    /// that (large) file byte for byte the same.
+    pub fn for_shared_backbone(&self, id: String) -> Self {
+        Self {
+            part: Part::Backbone,
+            // A backbone part has no head: one fixed model description (the heads name theirs),
+            // so heads of another kind reuse the same file too.
+            model: ModelConfig::new(OutputKind::Regression, HeadKind::Compact).with_width_divisor(self.model.width_divisor),
+            backbone_id: Some(id),
+            metrics: serde_json::Value::Null,
+            training: serde_json::Value::Null,
+            head_trained: false,
+            provenance: "VGG16 convolutional base (ImageNet), shared by the heads beside it".into(),
+            licence: "Oxford Visual Geometry Group (Simonyan & Zisserman), CC BY 4.0".into(),
+            ..self.clone()
+        }
+    }
+
+    /// The metadata of a head file cut from this model, to be joined with backbone `id`.
+    pub fn for_head(&self, id: String) -> Self {
+        Self { part: Part::Head, backbone_id: Some(id), ..self.clone() }
+    }
+}
+
+/// `manifest.json` beside a folder of weight files: what the browser app downloads, in load order,
+/// with each file's size and sha256 (checked before the bytes reach the model).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub models: Vec<ManifestEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// File name, relative to the manifest.
+    pub file: String,
+    pub kind: FileKind,
+    pub part: Part,
+    /// The head's kind; none for a backbone file.
+    pub head: Option<HeadKind>,
+    pub bytes: usize,
+    /// Lower-case hex.
+    pub sha256: String,
+    pub head_trained: bool,
+}
+
+/// What a listed file gives the app: the shared backbone, or a model of one output kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    Backbone,
+    Regression,
+    Histogram,
+}
+
+impl Manifest {
+    pub const FILE_NAME: &'static str = "manifest.json";
+
+    /// Lists weight files, a shared backbone first: the app loads them in this order and heads
+    /// need their backbone loaded.
+    pub fn new(mut models: Vec<ManifestEntry>) -> Self {
+        models.sort_by_key(|m| m.part != Part::Backbone);
+        Self { models }
+    }
+}
+
+impl ManifestEntry {
+    /// Describes the weight file `file` (its name in the folder) from its bytes.
+    pub fn describe(file: String, bytes: &[u8]) -> Result<Self> {
+        use sha2::Digest;
+        let (metadata, _) = read_header(bytes)?;
+        let is_backbone = metadata.part == Part::Backbone;
+        Ok(Self {
+            file,
+            kind: match (is_backbone, metadata.model.output) {
+                (true, _) => FileKind::Backbone,
+                (false, OutputKind::Regression) => FileKind::Regression,
+                (false, OutputKind::Histogram) => FileKind::Histogram,
+            },
+            part: metadata.part,
+            head: (!is_backbone).then_some(metadata.model.head),
+            bytes: bytes.len(),
+            sha256: sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect(),
+            head_trained: metadata.head_trained,
+        })
     }
 }
 

@@ -141,17 +141,7 @@ pub enum CandidateLayout {
     Grid,
 }
 
-impl FromStr for CandidateLayout {
-    type Err = LoupeError;
-
-    fn from_str(text: &str) -> Result<Self> {
-        match text.trim() {
-            "random" => Ok(Self::Random),
-            "grid" => Ok(Self::Grid),
-            other => Err(LoupeError::Crop(format!("unknown candidate layout '{other}' (random or grid)"))),
-        }
-    }
-}
+crate::from_str_by_serde_name!(CandidateLayout);
 
 /// The request's candidate rectangles for an image of this size (deterministic per seed).
 pub fn candidates(width: u32, height: u32, request: &CropRequest) -> Result<Vec<Rect>> {

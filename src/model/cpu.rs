@@ -47,9 +47,9 @@ impl CpuVgg16 {
                     if !vgg_shaped {
                         return None;
                     }
-                    let weight = to_f32(conv.weight.val())?;
+                    let weight = super::values(conv.weight.val()).ok()?;
                     let bias = match &conv.bias {
-                        Some(bias) => Some(to_f32(bias.val())?),
+                        Some(bias) => Some(super::values(bias.val()).ok()?),
                         None => None,
                     };
                     let conv = Conv3x3::new(&weight, bias.as_deref(), in_channels, out_channels).ok()?;
@@ -81,7 +81,7 @@ impl CpuVgg16 {
         let device = x.device();
         let shape = x.dims();
         // The input is ours (`preprocess::input_batch`): f32 on the CPU, so this cannot fail.
-        let values = to_f32(x).expect("the network input is f32");
+        let values = super::values(x).expect("the network input is f32");
         let mut activations = Nhwc::from_nchw(&values, shape).expect("dims match the data");
         for layer in &self.layers {
             activations = match layer {
@@ -139,10 +139,6 @@ fn channel_statistics(activations: &Nhwc, image: usize, out: &mut Vec<f32>) {
         let mean = s / n;
         ((q / n - mean * mean).max(0.0) + VARIANCE_EPSILON).sqrt() as f32
     }));
-}
-
-fn to_f32<const D: usize>(tensor: Tensor<D>) -> Option<Vec<f32>> {
-    tensor.into_data().convert::<f32>().try_into_vec::<f32>().ok()
 }
 
 fn to_tensor(activations: &Nhwc, device: &Device) -> Tensor<4> {

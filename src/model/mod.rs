@@ -26,6 +26,14 @@ pub enum OutputKind {
 }
 
 impl OutputKind {
+    /// The name users see (command line, JSON keys, weight file names): its serde name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Regression => "regression",
+            Self::Histogram => "histogram",
+        }
+    }
+
     pub fn outputs(self) -> usize {
         match self {
             Self::Regression => 1,
@@ -46,6 +54,20 @@ pub enum HeadKind {
     Statistics,
     /// Linear plus low-rank squared terms over every block's channel statistics.
     Quadratic,
+}
+
+crate::from_str_by_serde_name!(OutputKind, HeadKind);
+
+/// A tensor's values as f32, in row-major order. Blocks until a GPU has them: the browser's
+/// WebGPU path reads with [`read_values`] instead.
+pub fn values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
+    tensor.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| LoupeError::Model(format!("cannot read a tensor: {e:?}")))
+}
+
+/// [`values`], awaiting the device (WebGPU cannot block).
+pub async fn read_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
+    let data = tensor.into_data_async().await.map_err(|e| LoupeError::Model(format!("cannot read a tensor: {e:?}")))?;
+    data.convert::<f32>().try_into_vec::<f32>().map_err(|e| LoupeError::Model(format!("cannot read a tensor: {e:?}")))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

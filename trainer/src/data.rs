@@ -15,7 +15,8 @@ use crate::labels::ImageLabel;
 /// Images at `<dir>/<id>.jpg`.
 pub struct ImageFolder {
     pub dir: PathBuf,
-    /// Preprocessed 224x224 inputs kept in memory after first use (`--cache-inputs`).
+    /// Preprocessed 224x224 inputs kept in memory after first use, when asked for (eval: every
+    /// group of models with its own backbone reads the same images).
     cache: Option<Mutex<BTreeMap<u64, RgbImage>>>,
     /// Ids that could not be read, with the reason.
     failures: Mutex<BTreeMap<u64, String>>,

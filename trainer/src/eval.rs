@@ -1,18 +1,28 @@
-//! `loupe eval`: the paper's evaluation (Sec. 4.3–4.4) — MSE (Eq. 4), prediction range, MSE per
+//! `loupe-train eval`: the paper's evaluation (Sec. 4.3–4.4) — MSE (Eq. 4), prediction range, MSE per
 //! score (Fig. 3), RMSER of the std (Eq. 5) — plus the field's usual SRCC, PLCC and 2-class
 //! accuracy at 5, on RS-test and ED-test; reported beside the paper's numbers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use loupe::Scorer;
 use loupe::model::OutputKind;
+use loupe::weights;
+use loupe_cli::read;
 use serde::Serialize;
 
-use crate::data::{ImageFolder, Progress};
-use crate::train::FeatureCache;
+use crate::args::EvalArgs;
+use crate::labels::Labels;
+use crate::plots;
+use crate::splits::Splits;
+use crate::stats::named_sets;
+
+use loupe::correlation::{pearson, spearman};
 use loupe::model::BackboneFeatures;
+
+use crate::data::{ImageFolder, Progress};
+use crate::features::{FeatureCache, backbone_key};
 use crate::labels::ImageLabel;
 use crate::splits::ScoreClass;
 
@@ -40,39 +50,6 @@ pub struct Metrics {
     pub rmser: Option<f64>,
     /// MSE per half-point score bin (Fig. 3): (bin start, images, MSE).
     pub mse_by_score: Vec<(f32, usize, f64)>,
-}
-
-pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len() as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
-    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
-    cov / (vx * vy).sqrt()
-}
-
-/// Ranks with ties averaged.
-fn ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    let mut ranks = vec![0.0; values.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
-            j += 1;
-        }
-        let rank = (i + j) as f64 / 2.0 + 1.0;
-        for k in i..=j {
-            ranks[order[k]] = rank;
-        }
-        i = j + 1;
-    }
-    ranks
-}
-
-pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
-    pearson(&ranks(x), &ranks(y))
 }
 
 pub fn metrics(scored: &[Scored]) -> Metrics {
@@ -105,6 +82,23 @@ pub fn metrics(scored: &[Scored]) -> Metrics {
         accuracy_at_5,
         rmser,
         mse_by_score: by_bin.into_iter().map(|(bin, (count, sum))| (bin as f32 / 2.0, count, sum / count as f64)).collect(),
+    }
+}
+
+impl Metrics {
+    /// One line, as `eval` prints it per model and set.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} images, MSE {:.4}, range {:.2}..{:.2}, SRCC {:.3}, PLCC {:.3}, acc@5 {:.1}%{}",
+            self.images,
+            self.mse,
+            self.min_prediction,
+            self.max_prediction,
+            self.srcc,
+            self.plcc,
+            100.0 * self.accuracy_at_5,
+            self.rmser.map_or(String::new(), |r| format!(", RMSER {:.2}%", 100.0 * r))
+        )
     }
 }
 
@@ -190,7 +184,7 @@ pub fn score_labels(
         Ok(())
     };
     if let Some(dir) = cache {
-        let file = dir.join(format!("{}.features", crate::train::backbone_key(&first.net, first.metadata.input)));
+        let file = FeatureCache::file_in(dir, &first.net, first.metadata.input);
         let features = FeatureCache::load_or_compute(&first.net, with_statistics, labels, images, first.metadata.input, batch, &first.device, Some(&file))?;
         let readable: Vec<&ImageLabel> = labels.iter().copied().filter(|l| features.contains(l.id)).collect();
         for chunk in readable.chunks(batch.max(1)) {
@@ -291,11 +285,215 @@ pub fn report_markdown(model: OutputKind, weights_name: &str, sets: &[(String, M
 }
 
 
-pub fn ensure_nonempty(sets: &[(String, Vec<&ImageLabel>)]) -> Result<()> {
+/// What `eval` writes: report.json (this, serialised once) and report.md ([`Report::markdown`]).
+pub struct Report {
+    pub models: Vec<ModelReport>,
+    /// Every pair of models on every set (with more than one model).
+    pub comparisons: Vec<Comparison>,
+    /// Images that could not be read, with the reason.
+    pub failed_images: BTreeMap<u64, String>,
+}
+
+/// One model's results.
+pub struct ModelReport {
+    /// The weight file's path (runs often all end in model.loupe, so not just its name).
+    pub name: String,
+    pub output: OutputKind,
+    /// Metrics per test set, in the sets' order.
+    pub sets: Vec<(String, Metrics)>,
+    pub crop_ranking: Option<CropRanking>,
+}
+
+/// The distillation set's crop-ranking check ([`crop_ranking_srcc`]).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CropRanking {
+    pub mean_srcc: f64,
+    pub photos: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub set: String,
+    pub first: String,
+    pub second: String,
+    pub mse_difference: MseDifference,
+}
+
+/// report.json: one entry per model — named by its output kind when it is the only model, else by
+/// its path — holding its metrics per set (and its crop ranking); then the comparisons and the
+/// images that failed, when there are any.
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            #[serde(flatten)]
+            sets: BTreeMap<&'a str, &'a Metrics>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            crop_ranking: Option<CropRanking>,
+        }
+        let mut map = serializer.serialize_map(None)?;
+        for model in &self.models {
+            let key = if self.models.len() == 1 { model.output.name() } else { model.name.as_str() };
+            let sets = model.sets.iter().map(|(name, m)| (name.as_str(), m)).collect();
+            map.serialize_entry(key, &Entry { sets, crop_ranking: model.crop_ranking })?;
+        }
+        if !self.comparisons.is_empty() {
+            map.serialize_entry("comparisons", &self.comparisons)?;
+        }
+        if !self.failed_images.is_empty() {
+            map.serialize_entry("failed_images", &self.failed_images)?;
+        }
+        map.end()
+    }
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut markdown = String::new();
+        for model in &self.models {
+            markdown += &report_markdown(model.output, &model.name, &model.sets);
+            markdown += "\n";
+            if let Some(crop) = model.crop_ranking {
+                markdown += &format!("Crop ranking (mean per-photo SRCC over undegraded crops): {:.3}\n\n", crop.mean_srcc);
+            }
+        }
+        if !self.comparisons.is_empty() {
+            markdown += "# Paired comparisons\n\nMSE of the second model minus the first on the same images, with a 95% paired-bootstrap \
+                         interval (images resampled as independent); *clear* when the interval excludes 0 (otherwise these images \
+                         cannot tell the two apart by MSE).\n\n\
+                         | set | first | second | images | MSE difference | 95% interval | clear |\n|---|---|---|---|---|---|---|\n";
+            for c in &self.comparisons {
+                let d = &c.mse_difference;
+                markdown += &format!(
+                    "| {} | `{}` | `{}` | {} | {:+.4} | {:+.4}..{:+.4} | {} |\n",
+                    c.set,
+                    c.first,
+                    c.second,
+                    d.images,
+                    d.difference,
+                    d.low,
+                    d.high,
+                    if d.is_clear() { "yes" } else { "no" }
+                );
+            }
+            markdown += "\n";
+        }
+        markdown
+    }
+
+    /// report.json, report.md and each model's MSE-by-score plot in `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        for model in &self.models {
+            let plot_name: String = model.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+            plots::save(&plots::MseByScore(&model.sets), &dir.join(format!("mse_by_score_{plot_name}")))?;
+        }
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(self)?)?;
+        println!("report in {}", dir.display());
+        Ok(())
+    }
+}
+
+/// `eval`: every model on every test set (RS-test and ED-test with `--splits`; else all images and
+/// a balanced subset). Each image is scored once, and models sharing a backbone run it once.
+pub fn run(args: &EvalArgs) -> Result<Report> {
+    let scorers = args.model.load_scorers()?;
+    let labels = Labels::read(&args.data.labels)?;
+    labels.warn_about_bad_rows();
+    let all: Vec<&ImageLabel> = labels.images.iter().collect();
+    let sets: Vec<(String, Vec<&ImageLabel>)> = match &args.data.splits {
+        Some(dir) => named_sets(&labels, Some(&Splits::read(dir)?)).into_iter().filter(|(name, _)| name.ends_with("-test")).collect(),
+        None => vec![("all".into(), all.clone()), ("balanced".into(), balanced_subset(&all))],
+    };
     if sets.iter().all(|(_, l)| l.is_empty()) {
         bail!("no labelled test images to evaluate");
     }
-    Ok(())
+    let images = ImageFolder::new(&args.data.images, true);
+    // One name per model (a backbone file is not a model).
+    let names: Vec<String> = args
+        .model
+        .weight_paths()
+        .into_iter()
+        .filter(|p| read(p).ok().and_then(|b| weights::read_header(&b).ok().map(|(m, _)| m.part)) != Some(weights::Part::Backbone))
+        .map(|p| p.display().to_string())
+        .collect();
+
+    // Every image once, even when it belongs to several sets (all / balanced).
+    let mut union: Vec<&ImageLabel> = sets.iter().flat_map(|(_, set)| set.iter().copied()).collect();
+    union.sort_by_key(|l| l.id);
+    union.dedup_by_key(|l| l.id);
+    let mut scored_by_model: Vec<Vec<Scored>> = vec![Vec::new(); scorers.len()];
+    for members in backbone_groups(&scorers) {
+        let group: Vec<&Scorer> = members.iter().map(|&i| &scorers[i]).collect();
+        let scored = score_labels(&group, &union, &images, args.batch, args.feature_cache.as_deref())?;
+        for (&i, scored) in members.iter().zip(scored) {
+            scored_by_model[i] = scored;
+        }
+    }
+
+    let mut models: Vec<ModelReport> = scorers
+        .iter()
+        .zip(&names)
+        .map(|(scorer, name)| ModelReport { name: name.clone(), output: scorer.output(), sets: Vec::new(), crop_ranking: None })
+        .collect();
+    let mut comparisons = Vec::new();
+    for (set_name, set) in &sets {
+        let ids: HashSet<u64> = set.iter().map(|l| l.id).collect();
+        let per_model: Vec<Vec<Scored>> =
+            scored_by_model.iter().map(|scored| scored.iter().filter(|s| ids.contains(&s.id)).cloned().collect()).collect();
+        for (model, scored) in models.iter_mut().zip(&per_model) {
+            let metrics = metrics(scored);
+            println!("{} {set_name}: {}", model.name, metrics.summary());
+            if let (Some(variants), "all") = (&args.variants, set_name.as_str()) {
+                let (mean_srcc, photos) = crop_ranking_srcc(variants, scored)?;
+                println!("{} crop ranking: mean SRCC {mean_srcc:.3} over {photos} photos", model.name);
+                model.crop_ranking = Some(CropRanking { mean_srcc, photos });
+            }
+            model.sets.push((set_name.clone(), metrics));
+        }
+        comparisons.extend(paired_comparisons(set_name, &names, &per_model));
+    }
+    let failed_images = images.failures();
+    if !failed_images.is_empty() {
+        eprintln!("{} images could not be read and were skipped", failed_images.len());
+    }
+    Ok(Report { models, comparisons, failed_images })
+}
+
+/// Indices of the scorers, grouped by backbone weights (e.g. heads trained on the same frozen
+/// VGG16, from separate files): each group runs the backbone once.
+fn backbone_groups(scorers: &[Scorer]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, scorer) in scorers.iter().enumerate() {
+        let key = backbone_key(&scorer.net, scorer.metadata.input);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((key, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
+}
+
+/// Every pair of models on one set: the MSE difference and whether it outlasts resampling.
+fn paired_comparisons(set: &str, names: &[String], per_model: &[Vec<Scored>]) -> Vec<Comparison> {
+    let mut rows = Vec::new();
+    for i in 0..per_model.len() {
+        for j in i + 1..per_model.len() {
+            let d = mse_difference(&per_model[i], &per_model[j]);
+            let (first, second) = (&names[i], &names[j]);
+            println!(
+                "{set}: MSE of {second} minus {first}: {:+.4} (95% interval {:+.4}..{:+.4}, {})",
+                d.difference,
+                d.low,
+                d.high,
+                if d.is_clear() { "clear" } else { "within resampling noise" }
+            );
+            rows.push(Comparison { set: set.to_string(), first: first.clone(), second: second.clone(), mse_difference: d });
+        }
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -320,18 +518,6 @@ mod tests {
         let subset = balanced_subset(&refs);
         let count = |lo: f32, hi: f32| subset.iter().filter(|l| l.mean() >= lo && l.mean() < hi).count();
         assert_eq!((count(3.0, 4.0), count(4.0, 5.0), count(5.0, 6.1)), (5, 5, 5));
-    }
-
-    #[test]
-    fn correlations_by_hand() {
-        let x = [1.0, 2.0, 3.0, 4.0];
-        assert!((pearson(&x, &[2.0, 4.0, 6.0, 8.0]) - 1.0).abs() < 1e-12);
-        assert!((pearson(&x, &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
-        // Monotone but not linear: Spearman 1, Pearson below 1.
-        let y = [1.0, 8.0, 27.0, 64.0];
-        assert!((spearman(&x, &y) - 1.0).abs() < 1e-12);
-        assert!(pearson(&x, &y) < 0.99);
-        assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
     }
 
     #[test]

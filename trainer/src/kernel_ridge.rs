@@ -1,4 +1,4 @@
-//! `loupe train --closed-form`: fits a quadratic regression head on a frozen backbone exactly,
+//! `loupe-train train --closed-form`: fits a quadratic regression head on a frozen backbone exactly,
 //! instead of by gradient descent.
 //!
 //! The head computes `c + w·x + Σ_k s_k (v_k·x)²`. Minimising the paper's weighted MSE (Eq. 2)

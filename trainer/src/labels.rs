@@ -94,6 +94,20 @@ impl Labels {
     pub fn report_bad_rows(&self) -> Vec<String> {
         self.bad_rows.iter().map(|b| format!("line {}: {}", b.line, b.reason)).collect()
     }
+
+    /// Says on stderr how many rows were skipped, and the first 20 of them.
+    pub fn warn_about_bad_rows(&self) {
+        let bad = self.report_bad_rows();
+        if !bad.is_empty() {
+            eprintln!("{} bad label rows skipped:", bad.len());
+            for line in bad.iter().take(20) {
+                eprintln!("  {line}");
+            }
+            if bad.len() > 20 {
+                eprintln!("  ... and {} more", bad.len() - 20);
+            }
+        }
+    }
 }
 
 fn parse_counts<'a>(fields: impl Iterator<Item = &'a str>) -> Result<[u32; BINS], String> {

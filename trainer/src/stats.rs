@@ -1,12 +1,65 @@
-//! `loupe data stats` and `loupe data split`: what the labels look like, the paper's splits, its
+//! `loupe-train data stats` and `loupe-train data split`: what the labels look like, the paper's splits, its
 //! sample weights, and Fig. 2 (score distributions of all / train / RS-test / ED-test).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::labels::{ImageLabel, Labels};
-use crate::splits::{SampleWeights, ScoreClass, Splits, sample_weights};
+use crate::labels::{ImageLabel, Labels, read_id_list};
+use crate::plots;
+use crate::splits::{PAPER_BINS, SampleWeights, ScoreClass, Splits, listed_splits, paper_splits, sample_weights};
+
+/// `data stats`: every set's summary and the sample weights of Eq. 1, with plots if asked.
+pub fn stats(labels: &Path, splits: Option<&Path>, bins: usize, plots_dir: Option<&Path>) -> Result<()> {
+    let parsed = Labels::read(labels)?;
+    parsed.warn_about_bad_rows();
+    let splits = splits.map(Splits::read).transpose()?;
+    let sets = named_sets(&parsed, splits.as_ref());
+    for (name, set) in &sets {
+        print_summary(name, &summarise(set));
+    }
+    let weights = weights_for(&sets, bins, None);
+    let (min, max) = weights.range();
+    let used = weights.counts.iter().filter(|&&c| c > 0).count();
+    println!("sample weights (Eq. 1, {bins} bins, {used} non-empty): {min:.3} .. {max:.1}");
+    if let Some(dir) = plots_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        plots::save(&plots::ScoreDistributions(&sets), &dir.join("score_distributions"))?;
+        plots::save(&plots::SampleWeightsFigure(&weights), &dir.join("sample_weights"))?;
+        println!("plots in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// `data split`: the paper's splits (or a listed test set) written to `out`, with their
+/// summaries (split.json) and Fig. 2's plots.
+pub fn split(labels: &Path, out: &Path, rs: usize, ed_per_class: usize, seed: u64, test_list: Option<&Path>) -> Result<()> {
+    let parsed = Labels::read(labels)?;
+    parsed.warn_about_bad_rows();
+    let made = match test_list {
+        Some(list) => listed_splits(&parsed.images, &read_id_list(list)?, ed_per_class, seed)?,
+        None => paper_splits(&parsed.images, rs, ed_per_class, seed)?,
+    };
+    made.write(out)?;
+    let sets = named_sets(&parsed, Some(&made));
+    let mut summary = serde_json::Map::new();
+    for (name, set) in &sets {
+        let s = summarise(set);
+        print_summary(name, &s);
+        summary.insert(name.clone(), serde_json::to_value(s)?);
+    }
+    let weights = weights_for(&sets, PAPER_BINS, None);
+    let (min, max) = weights.range();
+    println!("train sample weights (Eq. 1, {PAPER_BINS} bins): {min:.3} .. {max:.1}");
+    summary.insert("seed".into(), seed.into());
+    std::fs::write(out.join("split.json"), serde_json::to_vec_pretty(&summary)?)?;
+    plots::save(&plots::ScoreDistributions(&sets), &out.join("score_distributions"))?;
+    plots::save(&plots::SampleWeightsFigure(&weights), &out.join("sample_weights"))?;
+    println!("wrote {}/{{train,rs_test,ed_test}}.txt, split.json and plots", out.display());
+    Ok(())
+}
 
 #[derive(Debug, Serialize)]
 pub struct SetSummary {

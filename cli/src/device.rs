@@ -1,7 +1,7 @@
 //! `--device` names → burn devices, with a clear error when a GPU backend cannot start.
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
+use loupe::burn::tensor::Device;
 
 pub const DEVICE_HELP: &str = "flex (CPU), wgpu (any native GPU API), vulkan, cuda (needs the `cuda` build feature); \
     wgpu:N, vulkan:N, cuda:N pick the N-th GPU";
@@ -16,10 +16,10 @@ pub fn parse_device(name: &str) -> Result<Device> {
         None => (name, None),
     };
     #[cfg(feature = "wgpu")]
-    let wgpu = |api: Option<burn::tensor::wgpu::WgpuBackend>| {
+    let wgpu = |api: Option<loupe::burn::tensor::wgpu::WgpuBackend>| {
         let mut options = Device::wgpu_options();
         if let Some(index) = index {
-            options = options.device_kind(burn::tensor::DeviceKind::DiscreteGpu(index));
+            options = options.device_kind(loupe::burn::tensor::DeviceKind::DiscreteGpu(index));
         }
         if let Some(api) = api {
             options = options.graphics_api(api);
@@ -31,7 +31,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
         #[cfg(feature = "wgpu")]
         "wgpu" => wgpu(None),
         #[cfg(feature = "wgpu")]
-        "vulkan" => wgpu(Some(burn::tensor::wgpu::WgpuBackend::Vulkan)),
+        "vulkan" => wgpu(Some(loupe::burn::tensor::wgpu::WgpuBackend::Vulkan)),
         #[cfg(feature = "cuda")]
         "cuda" => Ok(Device::cuda(index.unwrap_or(0))),
         _ => bail!("unknown or disabled device '{name}': use {DEVICE_HELP}"),

@@ -1,0 +1,40 @@
+//! `loupe`: score photos, find the best crop, make and inspect weight files, serve the browser
+//! app. Training and evaluation are `loupe-train`'s (the trainer crate).
+
+mod args;
+mod crop;
+mod score;
+mod serve;
+mod weight_files;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the error and its causes.
+            let chain: Vec<String> = error.chain().map(|e| e.to_string()).collect();
+            eprintln!("loupe: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Score(args) => score::score(args),
+        Command::Crop(args) => crop::crop(args),
+        Command::ImportVgg16(args) => weight_files::import_vgg16(args),
+        Command::Init(args) => weight_files::init(args),
+        Command::Inspect { file } => weight_files::inspect(&file),
+        Command::Manifest { dir } => weight_files::manifest(&dir),
+        Command::Bundle { out, models } => weight_files::bundle(&out, &models),
+        Command::Serve { app, weights, port } => serve::serve(&app, &weights, port),
+    }
+}
