@@ -29,12 +29,6 @@ impl Scorer {
         Self { net, metadata, device }
     }
 
-    /// Load a Loupe weight file onto `device`.
-    pub fn from_weight_bytes(bytes: &[u8], device: Device) -> Result<Self> {
-        let (net, metadata) = weights::decode(bytes, &device)?;
-        Ok(Self::new(net, metadata, device))
-    }
-
     /// Scorers from a set of weight files: whole models, and/or one backbone file with the head
     /// files trained on it (in any order).
     pub fn from_weight_files(files: &[&[u8]], device: &Device) -> Result<Vec<Self>> {
