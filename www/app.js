@@ -1,6 +1,6 @@
 // Loupe's page: drop/paste/pick photos → score, rating distribution, best crop; many → ranked gallery.
 import { LoupeClient } from "./client.js";
-import { drawHistogram, describeDifficulty } from "./histogram.js";
+import { drawHistogram } from "./histogram.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -58,23 +58,21 @@ async function scoreOne(file) {
   current = { bytes, bitmap, name: file.name, crops: [], shown: null };
   $("single").hidden = false;
   drawPreview();
+  // result: {score, regression?: {score}, histogramModel?: {score, histogram, std, difficulty}, ms}
+  const { regression, histogramModel: histogram } = result;
   $("score").textContent = result.score.toFixed(2);
   $("score").dataset.result = JSON.stringify(result); // exact values, for tests and tools
   const parts = [];
-  if (result.regression) parts.push(`regression ${result.regression.score.toFixed(2)}`);
-  if (result.histogramModel) parts.push(`histogram mean ${result.histogramModel.score.toFixed(2)}`);
+  if (regression) parts.push(`regression ${regression.score.toFixed(2)}`);
+  if (histogram) parts.push(`histogram mean ${histogram.score.toFixed(2)}`);
   $("models").textContent = parts.join(" · ");
-  const hasHistogram = Array.isArray(result.histogram);
-  $("histogram-figure").hidden = !hasHistogram;
-  if (hasHistogram) {
-    const mean = result.histogramModel.score;
-    drawHistogram($("histogram"), result.histogram, mean, result.std);
-    $("histogram-caption").textContent = `Predicted share of ratings 1–10: mean ${mean.toFixed(2)}, std ${result.std.toFixed(2)}.`;
-    $("difficulty").textContent = describeDifficulty(result.std);
-  } else {
-    $("difficulty").textContent = "";
+  $("histogram-figure").hidden = !histogram;
+  if (histogram) {
+    drawHistogram($("histogram"), histogram.histogram, histogram.score, histogram.std);
+    $("histogram-caption").textContent = `Predicted share of ratings 1–10: mean ${histogram.score.toFixed(2)}, std ${histogram.std.toFixed(2)}.`;
   }
-  $("timing").textContent = `${Math.round(result.ms)} ms on ${result.backend}`;
+  $("difficulty").textContent = histogram?.difficulty ?? "";
+  $("timing").textContent = `${Math.round(result.ms)} ms on ${document.body.dataset.backend}`;
   $("alternatives").replaceChildren();
   $("download-crop").hidden = true;
   window.__loupeResults = (window.__loupeResults || 0) + 1;

@@ -103,7 +103,10 @@ for (const backend of ["webgpu", "cpu"]) {
       const native = nativeScores(LOUPE_FULL, photo);
       assert.ok(Math.abs(shown.regression.score - native.regression.score) < 1e-3, `wasm ${shown.regression.score} vs native ${native.regression.score}`);
       assert.ok(Math.abs(shown.histogramModel.score - native.histogram.score) < 1e-3, `wasm ${shown.histogramModel.score} vs native ${native.histogram.score}`);
-      assert.ok(Math.abs(shown.std - native.histogram.std) < 1e-3);
+      assert.ok(Math.abs(shown.histogramModel.std - native.histogram.std) < 1e-3);
+      // The difficulty in words is the library's, for that std.
+      assert.ok(shown.histogramModel.difficulty, JSON.stringify(shown));
+      assert.equal(await page.locator("#difficulty").textContent(), shown.histogramModel.difficulty);
       await page.screenshot({ path: join(artifacts, `${backend}-score.png`), fullPage: true });
     });
 
