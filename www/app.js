@@ -51,7 +51,6 @@ async function scoreOne(file) {
   } catch (error) {
     $("single").hidden = true;
     showError(`${file.name}: ${error.message}`);
-    window.__loupeResults = (window.__loupeResults || 0) + 1;
     return;
   }
   const bitmap = await createImageBitmap(new Blob([bytes]), { imageOrientation: "from-image" });
@@ -75,7 +74,6 @@ async function scoreOne(file) {
   $("timing").textContent = `${Math.round(result.ms)} ms on ${document.body.dataset.backend}`;
   $("alternatives").replaceChildren();
   $("download-crop").hidden = true;
-  window.__loupeResults = (window.__loupeResults || 0) + 1;
 }
 
 function drawPreview() {
