@@ -96,10 +96,12 @@ function drawPreview() {
 
 function cropOptions() {
   const choice = $("aspect").value === "custom" ? $("custom").value.trim() : $("aspect").value;
-  const candidates = Math.max(1, Math.min(5000, Number($("candidates").value) || 1000));
+  // The field's own min, max and initial value (index.html) bound what is asked for.
+  const field = $("candidates");
+  const candidates = Math.max(Number(field.min), Math.min(Number(field.max), Number(field.value) || Number(field.defaultValue)));
   const size = /^(\d+)\s*x\s*(\d+)$/i.exec(choice);
-  if (size) return { width: Number(size[1]), height: Number(size[2]), candidates, topK: 5, seed: 1 };
-  return { aspect: choice, candidates, topK: 5, seed: 1 };
+  const shape = size ? { width: Number(size[1]), height: Number(size[2]) } : { aspect: choice };
+  return { ...shape, candidates, topK: 5, seed: 1 };
 }
 
 async function findCrop() {

@@ -9,10 +9,11 @@ function el(name, attributes, text) {
   return node;
 }
 
-/** Draw `histogram` (10 shares of ratings 1..10) into `svg`, with `mean` and `std` marked. */
+/** Draw `histogram` (shares of ratings 1..10) into `svg`, with `mean` and `std` marked. */
 export function drawHistogram(svg, histogram, mean, std) {
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.replaceChildren();
-  const slot = (W - 2 * LEFT) / 10;
+  const slot = (W - 2 * LEFT) / histogram.length;
   const top = Math.max(...histogram, 0.01);
   const x = (rating) => LEFT + (rating - 0.5) * slot; // centre of rating's bar
   const plotH = H - BOTTOM - TOP;
