@@ -29,12 +29,6 @@ impl Scorer {
         Self { net, metadata, device }
     }
 
-    /// Load a Loupe weight file onto `device`.
-    pub fn from_weight_bytes(bytes: &[u8], device: Device) -> Result<Self> {
-        let (net, metadata) = weights::decode(bytes, &device)?;
-        Ok(Self::new(net, metadata, device))
-    }
-
     /// Scorers from a set of weight files: whole models, and/or one backbone file with the head
     /// files trained on it (in any order).
     pub fn from_weight_files(files: &[&[u8]], device: &Device) -> Result<Vec<Self>> {
@@ -152,9 +146,38 @@ impl Scorer {
     }
 }
 
+/// The model a crop search scores with: the regression model, as in the paper's crop application
+/// (Sec. 5), else the first (a histogram model's mean works too); `None` when there is none.
+pub fn crop_scorer(scorers: &[Scorer]) -> Option<&Scorer> {
+    scorers.iter().find(|s| s.output() == OutputKind::Regression).or(scorers.first())
+}
+
 /// Run one of our async paths to completion: blocking natively; in the browser only when nothing
 /// has to wait (the CPU backend), otherwise a clear error instead of a hang.
 pub fn block_on<T>(future: impl Future<Output = T>) -> Result<T> {
     burn::tensor::try_read_sync(future)
         .ok_or_else(|| LoupeError::Model("this device cannot block: use the async API".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HeadKind, ModelConfig};
+    use crate::preprocess::InputConvention;
+
+    fn tiny(output: OutputKind) -> Scorer {
+        let config = ModelConfig::new(output, HeadKind::Compact).with_width_divisor(64);
+        let device = Device::flex();
+        let net = config.init_for_loading(&device).unwrap();
+        Scorer::new(net, WeightMetadata::new(config, InputConvention::CaffeBgr), device)
+    }
+
+    #[test]
+    fn crops_with_the_regression_model_else_the_first() {
+        let histogram_first = [tiny(OutputKind::Histogram), tiny(OutputKind::Regression)];
+        assert_eq!(crop_scorer(&histogram_first).map(Scorer::output), Some(OutputKind::Regression));
+        let histogram_only = [tiny(OutputKind::Histogram)];
+        assert_eq!(crop_scorer(&histogram_only).map(Scorer::output), Some(OutputKind::Histogram));
+        assert!(crop_scorer(&[]).is_none());
+    }
 }

@@ -5,6 +5,7 @@
 //! const loupe = await Loupe.create(false);          // true = force the CPU
 //! loupe.loadWeights(new Uint8Array(bytes));         // once per model (regression, histogram)
 //! const r = await loupe.score(new Uint8Array(fileBytes));
+//! // r = { score, regression?: { score }, histogramModel?: { score, histogram, std, difficulty }, ms }
 //! const crops = await loupe.crop(fileBytes, { aspect: "16:9", candidates: 200, seed: 1, topK: 5 }, (done, total) => {});
 //! ```
 
@@ -15,8 +16,9 @@ use wasm_bindgen::prelude::*;
 use crate::crop::{CandidateLayout, CropRequest, CropShape, FastCropOptions, exhaustive_crop_search_async, fast_crop_search_async};
 use crate::error::LoupeError;
 use crate::model::OutputKind;
+use crate::prediction::difficulty_label;
 use crate::preprocess::decode_image;
-use crate::scorer::Scorer;
+use crate::scorer::{Scorer, crop_scorer};
 use crate::{Prediction, weights};
 
 fn js_error(error: LoupeError) -> JsError {
@@ -41,17 +43,36 @@ pub struct Loupe {
     scorers: Vec<Scorer>,
 }
 
+/// What `score` returns; each model's values appear once, under that model (the backend is
+/// [`Loupe::backend`]).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ScoreResult {
-    /// The headline score: the regression model's, else the histogram's mean.
+    /// The headline score: that of the model crops are scored with ([`crop_scorer`]), so a crop's
+    /// score compares with it.
     score: f32,
-    histogram: Option<Vec<f32>>,
-    std: Option<f32>,
-    regression: Option<Prediction>,
-    histogram_model: Option<Prediction>,
-    backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regression: Option<ModelResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    histogram_model: Option<ModelResult>,
     ms: f64,
+}
+
+/// One model's [`Prediction`] and, for the histogram model, its std in words
+/// ([`difficulty_label`]), so the page shows the library's words instead of its own.
+#[derive(Serialize)]
+struct ModelResult {
+    #[serde(flatten)]
+    prediction: Prediction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    difficulty: Option<&'static str>,
+}
+
+impl From<Prediction> for ModelResult {
+    fn from(prediction: Prediction) -> Self {
+        let difficulty = prediction.std.map(difficulty_label);
+        Self { prediction, difficulty }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -84,11 +105,11 @@ impl Loupe {
             config.autotune.level = AutotuneLevel::Minimal;
             CubeClRuntimeConfig::try_set(config);
             match Device::wgpu_options().init_async().await {
-                Ok(device) => return Loupe { device, backend: "webgpu".into(), backbone: None, scorers: Vec::new() },
+                Ok(device) => return Loupe::on(device, "webgpu"),
                 Err(error) => web_sys_log(&format!("WebGPU unavailable ({error:?}); using the CPU")),
             }
         }
-        Loupe { device: Device::flex(), backend: "cpu".into(), backbone: None, scorers: Vec::new() }
+        Loupe::on(Device::flex(), "cpu")
     }
 
     /// "webgpu" or "cpu".
@@ -131,45 +152,33 @@ impl Loupe {
 
     /// Score one encoded image (JPEG, PNG, WebP, GIF, BMP) with every loaded model.
     pub async fn score(&self, image: &[u8]) -> Result<JsValue, JsError> {
-        if self.scorers.is_empty() {
-            return Err(JsError::new("no weights loaded"));
-        }
+        let headline_scorer = self.crop_scorer()?;
         let started = now_ms();
         let image = decode_image(image).map_err(js_error)?;
         let images = std::slice::from_ref(&image);
+        let mut headline = None;
         let mut regression = None;
         let mut histogram_model = None;
         // One backbone pass feeds both heads when they share a backbone file.
         let predictions = Scorer::predict_all_async(&self.scorers, images).await.map_err(js_error)?;
         for (scorer, prediction) in self.scorers.iter().zip(predictions) {
             let Some(prediction) = prediction.into_iter().next() else { continue };
+            if std::ptr::eq(scorer, headline_scorer) {
+                headline = Some(prediction.score);
+            }
             match scorer.output() {
-                OutputKind::Regression => regression = Some(prediction),
-                OutputKind::Histogram => histogram_model = Some(prediction),
+                OutputKind::Regression => regression = Some(prediction.into()),
+                OutputKind::Histogram => histogram_model = Some(prediction.into()),
             }
         }
-        let headline = regression.as_ref().or(histogram_model.as_ref()).ok_or_else(|| JsError::new("no model returned a prediction"))?;
-        let result = ScoreResult {
-            score: headline.score,
-            histogram: histogram_model.as_ref().and_then(|p| p.histogram.map(|h| h.to_vec())),
-            std: histogram_model.as_ref().and_then(|p| p.std),
-            regression: regression.clone(),
-            histogram_model: histogram_model.clone(),
-            backend: self.backend.clone(),
-            ms: now_ms() - started,
-        };
-        to_js_value(&result)
+        let score = headline.ok_or_else(|| JsError::new("no model returned a prediction"))?;
+        to_js_value(&ScoreResult { score, regression, histogram_model, ms: now_ms() - started })
     }
 
     /// The best crops of an image: `[{x, y, width, height, score}, ...]`, best first.
     /// `on_progress(done, total)` is called after each batch.
     pub async fn crop(&self, image: &[u8], options: JsValue, on_progress: Option<js_sys::Function>) -> Result<JsValue, JsError> {
-        let scorer = self
-            .scorers
-            .iter()
-            .find(|s| s.output() == OutputKind::Regression)
-            .or(self.scorers.first())
-            .ok_or_else(|| JsError::new("no weights loaded"))?;
+        let scorer = self.crop_scorer()?;
         let options: CropOptions = if options.is_undefined() || options.is_null() {
             CropOptions::default()
         } else {
@@ -200,6 +209,17 @@ impl Loupe {
         }
         .map_err(js_error)?;
         to_js_value(&crops)
+    }
+}
+
+impl Loupe {
+    fn on(device: Device, backend: &str) -> Self {
+        Loupe { device, backend: backend.into(), backbone: None, scorers: Vec::new() }
+    }
+
+    /// The loaded model crops are scored with ([`crop_scorer`]); it also gives the headline score.
+    fn crop_scorer(&self) -> Result<&Scorer, JsError> {
+        crop_scorer(&self.scorers).ok_or_else(|| JsError::new("no weights loaded"))
     }
 }
 

@@ -1,6 +1,6 @@
 // Loupe's page: drop/paste/pick photos → score, rating distribution, best crop; many → ranked gallery.
 import { LoupeClient } from "./client.js";
-import { drawHistogram, describeDifficulty } from "./histogram.js";
+import { drawHistogram } from "./histogram.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -51,33 +51,29 @@ async function scoreOne(file) {
   } catch (error) {
     $("single").hidden = true;
     showError(`${file.name}: ${error.message}`);
-    window.__loupeResults = (window.__loupeResults || 0) + 1;
     return;
   }
   const bitmap = await createImageBitmap(new Blob([bytes]), { imageOrientation: "from-image" });
   current = { bytes, bitmap, name: file.name, crops: [], shown: null };
   $("single").hidden = false;
   drawPreview();
+  // result: {score, regression?: {score}, histogramModel?: {score, histogram, std, difficulty}, ms}
+  const { regression, histogramModel: histogram } = result;
   $("score").textContent = result.score.toFixed(2);
   $("score").dataset.result = JSON.stringify(result); // exact values, for tests and tools
   const parts = [];
-  if (result.regression) parts.push(`regression ${result.regression.score.toFixed(2)}`);
-  if (result.histogramModel) parts.push(`histogram mean ${result.histogramModel.score.toFixed(2)}`);
+  if (regression) parts.push(`regression ${regression.score.toFixed(2)}`);
+  if (histogram) parts.push(`histogram mean ${histogram.score.toFixed(2)}`);
   $("models").textContent = parts.join(" · ");
-  const hasHistogram = Array.isArray(result.histogram);
-  $("histogram-figure").hidden = !hasHistogram;
-  if (hasHistogram) {
-    const mean = result.histogramModel.score;
-    drawHistogram($("histogram"), result.histogram, mean, result.std);
-    $("histogram-caption").textContent = `Predicted share of ratings 1–10: mean ${mean.toFixed(2)}, std ${result.std.toFixed(2)}.`;
-    $("difficulty").textContent = describeDifficulty(result.std);
-  } else {
-    $("difficulty").textContent = "";
+  $("histogram-figure").hidden = !histogram;
+  if (histogram) {
+    drawHistogram($("histogram"), histogram.histogram, histogram.score, histogram.std);
+    $("histogram-caption").textContent = `Predicted share of ratings 1–10: mean ${histogram.score.toFixed(2)}, std ${histogram.std.toFixed(2)}.`;
   }
-  $("timing").textContent = `${Math.round(result.ms)} ms on ${result.backend}`;
+  $("difficulty").textContent = histogram?.difficulty ?? "";
+  $("timing").textContent = `${Math.round(result.ms)} ms on ${document.body.dataset.backend}`;
   $("alternatives").replaceChildren();
   $("download-crop").hidden = true;
-  window.__loupeResults = (window.__loupeResults || 0) + 1;
 }
 
 function drawPreview() {
@@ -100,10 +96,12 @@ function drawPreview() {
 
 function cropOptions() {
   const choice = $("aspect").value === "custom" ? $("custom").value.trim() : $("aspect").value;
-  const candidates = Math.max(1, Math.min(5000, Number($("candidates").value) || 1000));
+  // The field's own min, max and initial value (index.html) bound what is asked for.
+  const field = $("candidates");
+  const candidates = Math.max(Number(field.min), Math.min(Number(field.max), Number(field.value) || Number(field.defaultValue)));
   const size = /^(\d+)\s*x\s*(\d+)$/i.exec(choice);
-  if (size) return { width: Number(size[1]), height: Number(size[2]), candidates, topK: 5, seed: 1 };
-  return { aspect: choice, candidates, topK: 5, seed: 1 };
+  const shape = size ? { width: Number(size[1]), height: Number(size[2]) } : { aspect: choice };
+  return { ...shape, candidates, topK: 5, seed: 1 };
 }
 
 async function findCrop() {

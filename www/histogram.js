@@ -9,10 +9,11 @@ function el(name, attributes, text) {
   return node;
 }
 
-/** Draw `histogram` (10 shares of ratings 1..10) into `svg`, with `mean` and `std` marked. */
+/** Draw `histogram` (shares of ratings 1..10) into `svg`, with `mean` and `std` marked. */
 export function drawHistogram(svg, histogram, mean, std) {
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.replaceChildren();
-  const slot = (W - 2 * LEFT) / 10;
+  const slot = (W - 2 * LEFT) / histogram.length;
   const top = Math.max(...histogram, 0.01);
   const x = (rating) => LEFT + (rating - 0.5) * slot; // centre of rating's bar
   const plotH = H - BOTTOM - TOP;
@@ -27,12 +28,4 @@ export function drawHistogram(svg, histogram, mean, std) {
   });
   svg.append(el("line", { x1: x(mean), x2: x(mean), y1: TOP - 4, y2: TOP + plotH, stroke: "#b3261e", "stroke-width": 2 }));
   svg.append(el("text", { x: x(mean) + 4, y: TOP + 6, "font-size": 11, fill: "#b3261e" }, `mean ${mean.toFixed(2)}`));
-}
-
-/** The paper's difficulty (std of the ratings) in words; AVA's stds are mostly 1.2..1.8. */
-export function describeDifficulty(std) {
-  if (std < 1.25) return "Easy to judge: raters would largely agree on this one.";
-  if (std < 1.6) return "Typical: raters would mostly agree.";
-  if (std < 1.9) return "Divisive: raters would disagree about this photo.";
-  return "Very divisive: some would love it, others would not.";
 }

@@ -7,6 +7,7 @@ import { fetchWeights } from "./weights.js";
 
 let loupe = null;
 let queue = Promise.resolve();
+const messageOf = (error) => String(error?.message || error);
 
 async function setUp({ forceCpu, base }) {
   await init({ module_or_path: new URL("./pkg/loupe_bg.wasm", import.meta.url) });
@@ -30,13 +31,13 @@ async function handle(message) {
       throw new Error(`unknown request ${type}`);
     }
   } catch (error) {
-    postMessage({ id, type: "error", message: String(error && error.message ? error.message : error) });
+    postMessage({ id, type: "error", message: messageOf(error) });
   }
 }
 
 onmessage = ({ data }) => {
   if (data.type === "init") {
-    setUp(data).catch((error) => postMessage({ type: "fatal", message: String(error && error.message ? error.message : error) }));
+    setUp(data).catch((error) => postMessage({ type: "fatal", message: messageOf(error) }));
     return;
   }
   // One request at a time: the model is not re-entrant.

@@ -23,11 +23,11 @@ use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
 const STRIDE: f32 = crate::model::vgg16::STRIDE as f32;
 /// No scale level resizes the photo beyond this many pixels on a side (bounds the cost).
 const MAX_LEVEL_SIDE: u32 = 1344;
-/// Candidates re-scored exactly by default. The shared-map estimates rank crops well overall
-/// (Spearman ≈ 0.9 against the exact scores) but not finely: each level carries its own offset of
-/// about 0.1, and the exact scores jitter by ≈ 0.04 between crops a few pixels apart (resampling
-/// and zero padding at the crop's edges, which a shared map never sees) — as much as the gaps
-/// between the best crops. So the re-scoring is a small search of its own, see [`rerank_exactly`].
+/// Candidates re-scored exactly by default. The shared-map estimates rank crops well overall but
+/// not finely: each level carries its own offset, and the exact scores jitter between crops a few
+/// pixels apart (resampling and zero padding at the crop's edges, which a shared map never sees)
+/// by as much as the gaps between the best crops (the measured sizes: README, "Crop search"). So
+/// the re-scoring is a small search of its own, see [`rerank_exactly`].
 pub const DEFAULT_RERANK: usize = 32;
 /// Share of the re-scores spent on the estimate's favourites before the search turns local.
 const FAVOURITES_SHARE: (usize, usize) = (3, 8);

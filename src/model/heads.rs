@@ -1,14 +1,15 @@
-//! The heads that turn the backbone's 512x7x7 map into the paper's outputs.
+//! The heads that turn the backbone's features (its 7x7 map and every block's channel
+//! statistics, [`BackboneFeatures`]) into the paper's outputs.
 //!
-//! Three layer stacks ([`HeadLayers`]):
+//! Four layer stacks ([`HeadLayers`]):
 //! - `Paper`: VGG16's own classifier (fc6 4096 → fc7 4096 → output, ReLU + dropout 0.5), laid out
 //!   like torchvision's `classifier` so ImageNet fc6/fc7 weights load by name.
 //! - `Compact`: a 1x1 convolution that keeps the 7x7 spatial layout (composition matters for
 //!   aesthetics) followed by a small MLP; under 1M parameters, for the browser.
 //! - `Statistics`: a linear read-out over every block's channel statistics and the 7x7 map
-//!   ([`StatisticsLayers`]); 28k parameters.
+//!   ([`StatisticsLayers`]); 28k parameters as a regression head.
 //! - `Quadratic`: a second-order read-out over the block statistics alone: linear terms plus a
-//!   low-rank sum of squared projections ([`QuadraticLayers`]); 50k parameters.
+//!   low-rank sum of squared projections ([`QuadraticLayers`]); 50k parameters as a regression head.
 //!
 //! Two outputs, as in the paper: [`RegressionHead`] (one score, no activation, Sec. 3.2) and
 //! [`HistogramHead`] (10 bins, softmax, Sec. 3.3).
@@ -30,13 +31,13 @@ const COMPACT_HIDDEN: usize = 128;
 const COMPACT_INPUT_SCALE: f64 = 1.0 / 16.0;
 const DROPOUT: f64 = 0.5;
 // The statistics head's two input groups, weighted as a ridge regression on the distillation set
-// preferred them (validation Pearson 0.806 with, 0.795 without the map): the statistics count
-// fully, the 7x7 map at 0.3 — each group's standardised inputs share that much variance.
+// preferred them (its figures: weights/MODEL_CARD.md): the statistics count fully, the 7x7 map at
+// 0.3 — each group's standardised inputs share that much variance.
 const STATISTICS_GROUP_WEIGHT: f32 = 1.0;
 const MAP_GROUP_WEIGHT: f32 = 0.3;
 /// Squared projections in the quadratic head. A degree-2 kernel ridge regression on the
-/// distillation set (validation Pearson 0.819) keeps its accuracy truncated to 8..128 of them
-/// (0.816..0.820); 16 costs 47k parameters.
+/// distillation set keeps its accuracy truncated to anywhere from 8 to 128 of them (figures:
+/// weights/MODEL_CARD.md); 16 costs 47k parameters.
 pub const QUADRATIC_RANK: usize = 16;
 
 /// torchvision's `classifier` entries (indices 0..=6).
@@ -106,8 +107,8 @@ impl CompactLayers {
     }
 
     fn forward(&self, features: Tensor<4>) -> Tensor<2> {
-        // VGG16's pool5 activations (Caffe input range) have a std of about 13 and peaks in the
-        // hundreds; brought near unit scale, the head's initialisation and learning rate fit them.
+        // VGG16's pool5 activations (Caffe input range) are far above unit scale; brought near it,
+        // the head's initialisation and learning rate fit them.
         let features = features.mul_scalar(COMPACT_INPUT_SCALE);
         let x = self.relu.forward(self.reduce.forward(features)).flatten(1, 3);
         let x = self.dropout.forward(self.relu.forward(self.hidden.forward(x)));
@@ -181,8 +182,8 @@ impl StatisticsLayers {
 /// A second-order read-out over the block statistics:
 /// `out = linear(x) + squares(projection(x)²)`, with `x` the statistics through √(x + 1),
 /// standardised on the training set (not trained) and scaled by 1/√inputs. Second-order terms
-/// let texture, sharpness and exposure cues interact, which a linear read-out cannot: on the
-/// distillation set the linear one reaches Pearson 0.78 on these inputs, the quadratic 0.82.
+/// let texture, sharpness and exposure cues interact, which a linear read-out cannot (on the
+/// distillation set the quadratic read-out is the more accurate: weights/MODEL_CARD.md).
 /// Trainable by gradient descent like any head; for a weighted-MSE regression on a frozen
 /// backbone the trainer also fits it in closed form (weighted kernel ridge, `--closed-form`).
 #[derive(Module, Debug)]
@@ -241,7 +242,8 @@ pub enum HeadLayers {
 }
 
 impl HeadLayers {
-    /// `statistics`: the width of the backbone's block statistics (read by `Statistics` only).
+    /// `statistics`: the width of the backbone's block statistics (read by `Statistics` and
+    /// `Quadratic`).
     pub fn new(
         kind: super::HeadKind,
         in_channels: usize,

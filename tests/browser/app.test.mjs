@@ -84,10 +84,18 @@ for (const backend of ["webgpu", "cpu"]) {
       assert.equal(await page.locator("#error").isHidden(), true, await page.locator("#error").textContent());
     }
 
-    async function upload(files) {
-      const before = await page.evaluate(() => window.__loupeResults || 0);
-      await page.setInputFiles("#files", files);
-      await page.waitForFunction((n) => (window.__loupeResults || 0) > n, before, { timeout: 600_000 });
+    // One photo the app should score: waits until its score is on the page, or an error naming it.
+    async function upload(file) {
+      // Clear the score a previous photo left, so only this photo's can end the wait.
+      await page.evaluate(() => delete document.getElementById("score").dataset.result);
+      await page.setInputFiles("#files", file);
+      const name = file.split("/").pop();
+      await page.waitForFunction(
+        (name) => "result" in document.getElementById("score").dataset || document.getElementById("error").textContent.startsWith(`${name}:`),
+        name,
+        { timeout: 600_000 },
+      );
+      assert.equal(await page.locator("#error").isHidden(), true, await page.locator("#error").textContent());
     }
 
     test("scores a real photo like the native CLI, with a 10-bar histogram", async () => {
@@ -103,7 +111,10 @@ for (const backend of ["webgpu", "cpu"]) {
       const native = nativeScores(LOUPE_FULL, photo);
       assert.ok(Math.abs(shown.regression.score - native.regression.score) < 1e-3, `wasm ${shown.regression.score} vs native ${native.regression.score}`);
       assert.ok(Math.abs(shown.histogramModel.score - native.histogram.score) < 1e-3, `wasm ${shown.histogramModel.score} vs native ${native.histogram.score}`);
-      assert.ok(Math.abs(shown.std - native.histogram.std) < 1e-3);
+      assert.ok(Math.abs(shown.histogramModel.std - native.histogram.std) < 1e-3);
+      // The difficulty in words is the library's, for that std.
+      assert.ok(shown.histogramModel.difficulty, JSON.stringify(shown));
+      assert.equal(await page.locator("#difficulty").textContent(), shown.histogramModel.difficulty);
       await page.screenshot({ path: join(artifacts, `${backend}-score.png`), fullPage: true });
     });
 
@@ -116,8 +127,7 @@ for (const backend of ["webgpu", "cpu"]) {
         assert.match(message, /notes\.jpg|truncated\.jpg/);
         console.log(`${backend}: ${message}`);
         await page.screenshot({ path: join(artifacts, `${backend}-error-${bad.endsWith("notes.jpg") ? "text" : "truncated"}.png`) });
-        await upload(photo);
-        assert.equal(await page.locator("#error").isHidden(), true);
+        await upload(photo); // and the error is gone
       }
     });
 

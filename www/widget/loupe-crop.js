@@ -5,6 +5,10 @@
 // Everything runs in the visitor's browser (a Web Worker, WebGPU or CPU); images never leave it.
 import { LoupeClient } from "../client.js";
 
+// What the element and loupeCrop() ask for unless told otherwise: few candidates, for a quick
+// answer in a host page; a fixed seed, so a page crops the same way on every visit.
+const DEFAULTS = { aspect: "1:1", candidates: 64, seed: 1, topK: 5 };
+
 let sharedClient = null;
 function client() {
   sharedClient ??= new LoupeClient({ weights: new URL("../weights/", import.meta.url).href });
@@ -28,7 +32,7 @@ async function toBytes(image) {
  */
 export async function loupeCrop(image, options = {}) {
   const bytes = await toBytes(image);
-  return client().crop(bytes, { aspect: "1:1", candidates: 64, seed: 1, topK: 5, ...options }, options.onProgress);
+  return client().crop(bytes, { ...DEFAULTS, ...options }, options.onProgress);
 }
 
 class LoupeCropElement extends HTMLElement {
@@ -56,14 +60,14 @@ class LoupeCropElement extends HTMLElement {
     const src = this.getAttribute("src");
     if (!src) return;
     const run = ++this.run;
-    const aspect = this.getAttribute("aspect") || "1:1";
-    const candidates = Number(this.getAttribute("candidates")) || 64;
+    const aspect = this.getAttribute("aspect") || DEFAULTS.aspect;
+    const candidates = Number(this.getAttribute("candidates")) || DEFAULTS.candidates;
     this.status.textContent = "Finding the best crop…";
     this.dataset.state = "working";
     try {
       const bytes = await toBytes(new URL(src, document.baseURI).href);
       const bitmap = await createImageBitmap(new Blob([bytes]), { imageOrientation: "from-image" });
-      const [best] = await client().crop(bytes, { aspect, candidates, seed: 1, topK: 1 });
+      const [best] = await loupeCrop(bytes, { aspect, candidates, topK: 1 });
       if (run !== this.run) return;
       this.canvas.width = best.width;
       this.canvas.height = best.height;
