@@ -24,30 +24,52 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use clap::Parser;
+
 use loupe::Scorer;
 use loupe::burn::tensor::Device;
 use loupe::crop::{
     CandidateLayout, CropRequest, FastCropOptions, Rect, ScoredCrop, best_crops, estimate_crop_scores, exhaustive_crop_search, fast_crop_search,
 };
+use loupe::correlation::spearman;
 use loupe::preprocess::decode_image;
+
+#[derive(Parser)]
+struct Args {
+    /// flex, or wgpu (with the `wgpu` feature).
+    #[arg(long, default_value = "flex")]
+    device: String,
+    #[arg(long, default_value_t = 1000)]
+    candidates: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long, default_value = "random")]
+    layout: CandidateLayout,
+    /// Write each row's candidates with their estimated and exact scores as CSV here.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    /// Read the exact scores back from such a dump instead of running the brute force.
+    #[arg(long)]
+    exact_from: Option<PathBuf>,
+    #[arg(long, value_delimiter = ',', default_value = "1:1,4:5,16:9")]
+    aspects: Vec<String>,
+    /// Skip the brute force; print where the fast search's time goes.
+    #[arg(long)]
+    fast_only: bool,
+    /// Weight files (.loupe) and photos.
+    files: Vec<PathBuf>,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
 
 
 fn main() {
-    let mut args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let mut take = |flag: &str| args.iter().position(|a| a == flag).map(|i| { args.remove(i); args.remove(i) });
-    let device_name = take("--device").unwrap_or_else(|| "flex".into());
-    let candidates: usize = take("--candidates").map_or(1000, |c| c.parse().expect("--candidates N"));
-    let seed: u64 = take("--seed").map_or(7, |s| s.parse().expect("--seed N"));
-    let layout: CandidateLayout = take("--layout").map_or(CandidateLayout::Random, |l| l.parse().expect("--layout random|grid"));
-    let dump = take("--dump").map(PathBuf::from);
-    let exact_from = take("--exact-from").map(PathBuf::from);
-    let aspects: Vec<String> = take("--aspects").unwrap_or_else(|| "1:1,4:5,16:9".into()).split(',').map(String::from).collect();
-    let fast_only = args.iter().position(|a| a == "--fast-only").map(|i| args.remove(i)).is_some();
-    let mut weights: Vec<String> = args.iter().filter(|a| a.ends_with(".loupe")).cloned().collect();
+    let Args { device: device_name, candidates, seed, layout, dump, exact_from, aspects, fast_only, files, bench: _ } = Args::parse();
+    let (mut weights, mut photos): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| f.extension().is_some_and(|e| e == "loupe"));
     if weights.is_empty() {
         weights = vec!["weights/backbone.loupe".into(), "weights/regression.loupe".into()];
     }
-    let mut photos: Vec<PathBuf> = args.iter().filter(|a| !a.ends_with(".loupe")).map(PathBuf::from).collect();
     if photos.is_empty() {
         let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         photos = ["rocket.jpg", "coffee.jpg", "chelsea.jpg"].iter().map(|p| fixtures.join(p)).collect();
@@ -57,10 +79,10 @@ fn main() {
         "wgpu" => Device::wgpu_options().init().expect("wgpu adapter"),
         _ => Device::flex(),
     };
-    let files: Vec<Vec<u8>> = weights.iter().map(|w| std::fs::read(w).unwrap_or_else(|e| panic!("{w}: {e}"))).collect();
+    let files: Vec<Vec<u8>> = weights.iter().map(|w| std::fs::read(w).unwrap_or_else(|e| panic!("{}: {e}", w.display()))).collect();
     let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let scorer = Scorer::from_weight_files(&slices, &device).expect("weights").remove(0);
-    let weights = weights.join(" + ");
+    let weights = weights.iter().map(|w| w.display().to_string()).collect::<Vec<_>>().join(" + ");
     println!("weights {weights} (head trained: {}), device {device_name}, {candidates} candidates ({layout:?}, seed {seed})", scorer.metadata.head_trained);
 
     // One full forward, for the cost share.
@@ -123,7 +145,7 @@ fn main() {
                 })
                 .unwrap();
             needed_per_row.push(needed);
-            let srcc = spearman(&estimate_scores, &exact_scores);
+            let srcc = spearman(&to_f64(&estimate_scores), &to_f64(&exact_scores));
             let name = photo.file_name().unwrap().to_string_lossy();
             let (exact_time, speed_up) = match exact_from {
                 Some(_) => ("replayed".to_string(), "—".to_string()),
@@ -240,29 +262,6 @@ fn replayed_exact_scores(path: &std::path::Path, candidates: &[Rect]) -> Vec<Sco
     best_crops(scored, count)
 }
 
-/// Spearman rank correlation (ties share their mean rank).
-fn spearman(a: &[f32], b: &[f32]) -> f64 {
-    fn ranks(v: &[f32]) -> Vec<f64> {
-        let mut order: Vec<usize> = (0..v.len()).collect();
-        order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
-        let mut out = vec![0.0; v.len()];
-        let mut i = 0;
-        while i < order.len() {
-            let mut j = i;
-            while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
-                j += 1;
-            }
-            for &k in &order[i..=j] {
-                out[k] = (i + j) as f64 / 2.0;
-            }
-            i = j + 1;
-        }
-        out
-    }
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = ra.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let (va, vb): (f64, f64) = (ra.iter().map(|x| (x - ma).powi(2)).sum(), rb.iter().map(|y| (y - mb).powi(2)).sum());
-    cov / (va * vb).sqrt()
+fn to_f64(values: &[f32]) -> Vec<f64> {
+    values.iter().map(|&v| f64::from(v)).collect()
 }

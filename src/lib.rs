@@ -1,14 +1,16 @@
-//! Loupe: image-aesthetics scoring after "Weighted CNNs for image aesthetics" (VGG16 fine-tuned on
-//! AVA with sample weights against its score imbalance).
+//! Loupe: image-aesthetics scoring after "Image aesthetic predictors based on weighted CNNs"
+//! (VGG16 fine-tuned on AVA with sample weights against its score imbalance).
 //!
-//! - [`model`]: the `Vgg16` backbone and the two heads (`paper` = VGG16's own classifier,
-//!   `compact` = a small spatial head for the browser), with regression or histogram outputs.
+//! - [`model`]: the `Vgg16` backbone and its heads (`RegressionHead` or `HistogramHead` over one of
+//!   four layer stacks: `paper` = VGG16's own classifier, `compact` = a small spatial head for the
+//!   browser, `statistics` and `quadratic` = read-outs of every block's channel statistics).
 //! - [`preprocess`]: the one image pipeline used everywhere (decode, EXIF, RGB, 224x224, normalise).
 //! - [`prediction`]: what a model says about an image (score, histogram, std = difficulty).
 //! - [`weights`]: Loupe's self-describing weight files.
 //! - [`crop`]: the paper's crop application (best of N random crops).
 //! - `imagenet` (feature `import`): ImageNet VGG16 initialisation from safetensors or torchvision `.pth`.
 //! - [`scorer`]: a loaded model on a device, turning images into predictions.
+//! - [`correlation`]: Pearson and Spearman, as the field reports them.
 
 pub mod correlation;
 pub mod crop;
@@ -18,6 +20,7 @@ pub mod imagenet;
 pub mod model;
 pub mod prediction;
 pub mod preprocess;
+pub mod rng;
 pub mod scorer;
 pub mod weights;
 #[cfg(target_arch = "wasm32")]

@@ -1,10 +1,10 @@
 //! A loaded model on a device: images in, [`Prediction`]s out.
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 
 use crate::error::{LoupeError, Result};
-use crate::model::{AestheticNet, BackboneFeatures, HISTOGRAM_BINS, OutputKind};
+use crate::model::{AestheticNet, BackboneFeatures, HISTOGRAM_BINS, OutputKind, read_values};
 use crate::prediction::Prediction;
 use crate::preprocess::input_batch;
 use crate::weights::{self, Part, WeightMetadata};
@@ -111,12 +111,8 @@ impl Scorer {
             for chunk in images.chunks(DEFAULT_BATCH) {
                 let features: BackboneFeatures = leader.net.backbone.forward_features(leader.input(chunk), with_statistics);
                 for &i in &group {
-                    let output = scorers[i].net.head.forward(features.clone());
-                    let data = output
-                        .into_data_async()
-                        .await
-                        .map_err(|e| LoupeError::Model(format!("reading the output failed: {e:?}")))?;
-                    predictions[i].extend(scorers[i].to_predictions(data)?);
+                    let output = read_values(scorers[i].net.head.forward(features.clone())).await?;
+                    predictions[i].extend(scorers[i].to_predictions(output)?);
                 }
             }
             for i in group {
@@ -131,11 +127,8 @@ impl Scorer {
         block_on(Self::predict_all_async(scorers, images))?
     }
 
-    /// Network output rows → predictions.
-    pub fn to_predictions(&self, data: TensorData) -> Result<Vec<Prediction>> {
-        let values = data
-            .try_into_vec_as::<f32>()
-            .map_err(|e| LoupeError::Model(format!("unexpected output data: {e:?}")))?;
+    /// Network output rows (read with [`crate::model::values`]) → predictions.
+    pub fn to_predictions(&self, values: Vec<f32>) -> Result<Vec<Prediction>> {
         Ok(match self.output() {
             OutputKind::Regression => values.into_iter().map(Prediction::from_score).collect(),
             OutputKind::Histogram => values

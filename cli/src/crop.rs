@@ -2,16 +2,15 @@
 
 use anyhow::{Context, Result};
 use loupe::crop::{CropRequest, FastCropOptions, exhaustive_crop_search, fast_crop_search};
-use loupe::model::OutputKind;
 use loupe::preprocess::decode_image;
+use loupe::scorer::crop_scorer;
 use loupe_cli::{progress_bar, read};
 
 use crate::args::CropArgs;
 
 pub fn crop(args: CropArgs) -> Result<()> {
     let scorers = args.model.load_scorers()?;
-    // The paper crops with the regression model; a histogram model's mean works too.
-    let scorer = scorers.iter().find(|s| s.output() == OutputKind::Regression).unwrap_or(&scorers[0]);
+    let scorer = crop_scorer(&scorers).context("no model to crop with")?;
     let image = decode_image(&read(&args.image)?).with_context(|| args.image.display().to_string())?;
     let request = CropRequest {
         shape: args.aspect,

@@ -55,7 +55,7 @@ fn score_prints_both_models_and_matches_the_library() {
     let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 3);
 
-    let device = burn::tensor::Device::flex();
+    let device = loupe::burn::tensor::Device::flex();
     let files = [std::fs::read(&regression).unwrap(), std::fs::read(&histogram).unwrap()];
     let scorers = loupe::Scorer::from_weight_files(&[&files[0], &files[1]], &device).unwrap();
     for (line, photo) in lines.iter().zip(&photos) {

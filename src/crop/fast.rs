@@ -14,7 +14,8 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::{CropRequest, Rect, ScoredCrop, best_crops, candidates};
-use crate::error::{LoupeError, Result};
+use crate::error::Result;
+use crate::model::read_values;
 use crate::model::vgg16::{BackboneFeatures, FEATURE_MAP_SIZE, INPUT_SIZE, VARIANCE_EPSILON};
 use crate::preprocess::normalise_chw;
 use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
@@ -207,11 +208,6 @@ fn nearest_level(levels: &[Level], rect: &Rect) -> usize {
     (0..levels.len()).min_by(|&a, &b| distance(&levels[a]).total_cmp(&distance(&levels[b]))).unwrap_or(0)
 }
 
-async fn read(tensor: Tensor<2>) -> Result<Vec<f32>> {
-    let data = tensor.into_data_async().await.map_err(|e| LoupeError::Model(format!("{e:?}")))?;
-    data.try_into_vec_as::<f32>().map_err(|e| LoupeError::Model(format!("{e:?}")))
-}
-
 async fn compute_level(scorer: &Scorer, image: &RgbImage, crop_width: f32, crop_height: f32) -> Result<Level> {
     let side = INPUT_SIZE as f32;
     let width = ((image.width() as f32 * side / crop_width).round() as u32).clamp(32, MAX_LEVEL_SIDE);
@@ -227,12 +223,12 @@ async fn compute_level(scorer: &Scorer, image: &RgbImage, crop_width: f32, crop_
         (scorer.net.backbone.forward(input), Vec::new())
     };
     let [_, channels, map_h, map_w] = map.dims();
-    let features = read(map.reshape([channels, map_h * map_w])).await?;
+    let features = read_values(map.reshape([channels, map_h * map_w])).await?;
     let mut blocks = Vec::with_capacity(grids.len());
     for (mean, mean_of_squares) in grids {
         let [_, c, h, w] = mean.dims();
-        let mean = read(mean.reshape([c, h * w])).await?;
-        let mean_of_squares = read(mean_of_squares.reshape([c, h * w])).await?;
+        let mean = read_values(mean.reshape([c, h * w])).await?;
+        let mean_of_squares = read_values(mean_of_squares.reshape([c, h * w])).await?;
         blocks.push(BlockGrid::new(c, h, w, &mean, &mean_of_squares));
     }
     Ok(Level {
@@ -296,7 +292,7 @@ pub async fn estimate_crop_scores_async(
             Tensor::<2>::from_data(TensorData::new(statistics, [batch.len(), width]), &scorer.device)
         });
         let output = scorer.net.head.forward(BackboneFeatures { map, block_statistics });
-        let predictions = scorer.to_predictions(output.into_data_async().await.map_err(|e| LoupeError::Model(format!("{e:?}")))?)?;
+        let predictions = scorer.to_predictions(read_values(output).await?)?;
         estimates.extend(batch.iter().zip(predictions).map(|(&rect, p)| ScoredCrop { rect, score: p.score }));
         done += 1;
         progress(done, total);

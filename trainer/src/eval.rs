@@ -19,7 +19,7 @@ use crate::splits::Splits;
 use crate::stats::named_sets;
 
 use loupe::correlation::{pearson, spearman};
-use loupe::model::BackboneFeatures;
+use loupe::model::{BackboneFeatures, values};
 
 use crate::data::{ImageFolder, Progress};
 use crate::features::{FeatureCache, backbone_key};
@@ -144,7 +144,7 @@ pub fn mse_difference(a: &[Scored], b: &[Scored]) -> MseDifference {
         return MseDifference { images: 0, difference: 0.0, low: 0.0, high: 0.0 };
     }
     let mean = |sum: f64| sum / n as f64;
-    let mut rng = loupe::crop::SplitMix64::new(0x5eed);
+    let mut rng = loupe::rng::SplitMix64::new(0x5eed);
     let mut resampled: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
         .map(|_| mean((0..n).map(|_| gaps[rng.below_or_equal(n as u32 - 1) as usize]).sum()))
         .collect();
@@ -170,7 +170,7 @@ pub fn score_labels(
     let mut record = |loaded: &[&ImageLabel], features: BackboneFeatures| -> Result<()> {
         for (scorer, out) in scorers.iter().zip(scored.iter_mut()) {
             let output = scorer.net.head.forward(features.clone());
-            let predictions = scorer.to_predictions(output.into_data())?;
+            let predictions = scorer.to_predictions(values(output)?)?;
             for (label, p) in loaded.iter().zip(predictions) {
                 out.push(Scored {
                     id: label.id,

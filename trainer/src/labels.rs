@@ -9,7 +9,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use loupe::prediction::histogram_mean_std;
 
-pub const BINS: usize = 10;
+/// Ratings 1..10: AVA's vote counts are the histogram model's bins.
+pub use loupe::model::HISTOGRAM_BINS as BINS;
 
 /// One image's ratings.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,14 +66,14 @@ impl Labels {
     /// Either format, recognised by its first line.
     pub fn parse(text: &str) -> Self {
         let is_csv = text.lines().next().is_some_and(|l| l.starts_with("dis_img_path") || l.contains(','));
+        let rows = if is_csv {
+            csv_rows(text)
+        } else {
+            text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()).map(|(index, line)| (index + 1, parse_ava_row(line))).collect()
+        };
         let mut labels = Labels::default();
         let mut seen = HashSet::new();
-        for (index, line) in text.lines().enumerate() {
-            let number = index + 1;
-            if line.trim().is_empty() || (is_csv && index == 0 && line.starts_with("dis_img_path")) {
-                continue;
-            }
-            let parsed = if is_csv { parse_csv_row(line) } else { parse_ava_row(line) };
+        for (line, parsed) in rows {
             let row = parsed.and_then(|label| {
                 if label.votes() == 0 {
                     Err("no votes".to_string())
@@ -84,7 +85,7 @@ impl Labels {
             });
             match row {
                 Ok(label) => labels.images.push(label),
-                Err(reason) => labels.bad_rows.push(BadRow { line: number, reason }),
+                Err(reason) => labels.bad_rows.push(BadRow { line, reason }),
             }
         }
         labels
@@ -128,15 +129,28 @@ fn parse_ava_row(line: &str) -> Result<ImageLabel, String> {
     Ok(ImageLabel { id, counts: parse_counts(fields[2..12].iter().copied())? })
 }
 
+/// The count CSV's rows with their line numbers (its header skipped).
+fn csv_rows(text: &str) -> Vec<(usize, Result<ImageLabel, String>)> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+    let line_of = |position: Option<&csv::Position>| position.map_or(0, |p| p.line() as usize);
+    reader
+        .records()
+        .filter_map(|record| match record {
+            Ok(record) if record.get(0) == Some("dis_img_path") => None,
+            Ok(record) => Some((line_of(record.position()), parse_csv_row(&record))),
+            Err(error) => Some((line_of(error.position()), Err(format!("unreadable CSV row: {error}")))),
+        })
+        .collect()
+}
+
 /// `dis_img_path,score,score 1..score 10,dis_type` (13 fields; the id is the file stem).
-fn parse_csv_row(line: &str) -> Result<ImageLabel, String> {
-    let fields: Vec<&str> = line.split(',').collect();
+fn parse_csv_row(fields: &csv::StringRecord) -> Result<ImageLabel, String> {
     if fields.len() != 13 {
         return Err(format!("expected 13 comma-separated fields, found {}", fields.len()));
     }
-    let stem = Path::new(fields[0]).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-    let id = stem.parse().map_err(|_| format!("image path '{}' does not name a numeric id", fields[0]))?;
-    Ok(ImageLabel { id, counts: parse_counts(fields[2..12].iter().copied())? })
+    let stem = Path::new(&fields[0]).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let id = stem.parse().map_err(|_| format!("image path '{}' does not name a numeric id", &fields[0]))?;
+    Ok(ImageLabel { id, counts: parse_counts(fields.iter().skip(2).take(BINS))? })
 }
 
 /// Ids listed one per line (AVA's `.jpgl` lists and our split files).

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 
 use crate::eval::Metrics;
 use crate::labels::ImageLabel;
-use crate::splits::{SampleWeights, bin_of};
+use crate::splits::{PAPER_BINS, SampleWeights, bin_of};
 
 type DrawResult<DB> = std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
 
@@ -70,9 +70,10 @@ impl Figure for ScoreDistributions<'_> {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         for ((name, labels), area) in self.0.iter().zip(root.split_evenly((1, self.0.len().max(1)))) {
-            let mut counts = vec![0usize; 90];
+            // Fig. 2 at the resolution of Eq. 1's bins.
+            let mut counts = vec![0usize; PAPER_BINS];
             for l in labels {
-                counts[bin_of(l.mean(), 90)] += 1;
+                counts[bin_of(l.mean(), PAPER_BINS)] += 1;
             }
             let total = labels.len().max(1) as f64;
             let top = counts.iter().map(|&c| c as f64 / total).fold(0.01, f64::max);

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use loupe::crop::SplitMix64;
+use loupe::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 
 use crate::labels::ImageLabel;
@@ -43,14 +43,6 @@ pub struct Splits {
 
 pub const SPLIT_FILES: [&str; 3] = ["train.txt", "rs_test.txt", "ed_test.txt"];
 
-/// Fisher–Yates, deterministic per seed.
-pub fn shuffle<T>(items: &mut [T], rng: &mut SplitMix64) {
-    for i in (1..items.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        items.swap(i, j);
-    }
-}
-
 /// ED-test: `per_class` images of each class drawn from `pool` (in the pool's shuffled order).
 fn evenly_distributed(pool: &[&ImageLabel], per_class: usize) -> Result<Vec<u64>> {
     let mut chosen = Vec::with_capacity(3 * per_class);
@@ -70,7 +62,7 @@ pub fn paper_splits(labels: &[ImageLabel], rs_size: usize, ed_per_class: usize, 
         bail!("{} labelled images cannot hold {rs_size} RS-test + {} ED-test images", labels.len(), 3 * ed_per_class);
     }
     let mut order: Vec<&ImageLabel> = labels.iter().collect();
-    shuffle(&mut order, &mut SplitMix64::new(seed));
+    SplitMix64::new(seed).shuffle(&mut order);
     let rs_test: Vec<u64> = order[..rs_size].iter().map(|l| l.id).collect();
     let ed_test = evenly_distributed(&order[rs_size..], ed_per_class)?;
     let held_out: HashSet<u64> = rs_test.iter().chain(&ed_test).copied().collect();
@@ -87,7 +79,7 @@ pub fn listed_splits(labels: &[ImageLabel], test_ids: &[u64], ed_per_class: usiz
         bail!("none of the {} listed test ids has a label", test_ids.len());
     }
     let rs_test: Vec<u64> = test.iter().map(|l| l.id).collect();
-    shuffle(&mut test, &mut SplitMix64::new(seed));
+    SplitMix64::new(seed).shuffle(&mut test);
     let smallest = [ScoreClass::Low, ScoreClass::Average, ScoreClass::High]
         .iter()
         .map(|&c| test.iter().filter(|l| ScoreClass::of(l.mean()) == c).count())

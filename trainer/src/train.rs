@@ -16,7 +16,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use loupe::crop::SplitMix64;
+use loupe::rng::SplitMix64;
 use loupe::model::{AestheticNet, HISTOGRAM_BINS, HeadKind, HeadLayers, ModelConfig, OutputKind, values};
 use loupe::preprocess::{InputConvention, input_batch};
 use loupe::weights::{self, Precision};
@@ -29,7 +29,7 @@ use crate::features::FeatureCache;
 use crate::labels::{ImageLabel, Labels};
 use crate::losses::{weighted_chi_square, weighted_emd, weighted_mse};
 use crate::parallel::{Shard, data_parallel_gradients, split_into_shards};
-use crate::splits::{SampleWeights, Splits, sample_weights, shuffle};
+use crate::splits::{SampleWeights, Splits, sample_weights};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -280,7 +280,7 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
         let started = std::time::Instant::now();
         let lr = state.plateau.lr;
         let mut order = usable.clone();
-        shuffle(&mut order, &mut SplitMix64::new(config.seed ^ (epoch as u64).wrapping_mul(0x9E37)));
+        SplitMix64::new(config.seed ^ (epoch as u64).wrapping_mul(0x9E37)).shuffle(&mut order);
         let bar = ProgressBar::new(order.len() as u64);
         bar.set_style(ProgressStyle::with_template("epoch {msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")?);
         let (mut loss_sum, mut weight_sum, mut seen) = (0.0f64, 0.0f64, 0usize);
