@@ -28,10 +28,10 @@ use clap::Parser;
 
 use loupe::Scorer;
 use loupe::burn::tensor::Device;
+use loupe::correlation::spearman;
 use loupe::crop::{
     CandidateLayout, CropRequest, FastCropOptions, Rect, ScoredCrop, best_crops, estimate_crop_scores, exhaustive_crop_search, fast_crop_search,
 };
-use loupe::correlation::spearman;
 use loupe::preprocess::decode_image;
 
 #[derive(Parser)]
@@ -63,7 +63,6 @@ struct Args {
     bench: bool,
 }
 
-
 fn main() {
     let Args { device: device_name, candidates, seed, layout, dump, exact_from, aspects, fast_only, files, bench: _ } = Args::parse();
     let (mut weights, mut photos): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| f.extension().is_some_and(|e| e == "loupe"));
@@ -83,7 +82,10 @@ fn main() {
     let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
     let scorer = Scorer::from_weight_files(&slices, &device).expect("weights").remove(0);
     let weights = weights.iter().map(|w| w.display().to_string()).collect::<Vec<_>>().join(" + ");
-    println!("weights {weights} (head trained: {}), device {device_name}, {candidates} candidates ({layout:?}, seed {seed})", scorer.metadata.head_trained);
+    println!(
+        "weights {weights} (head trained: {}), device {device_name}, {candidates} candidates ({layout:?}, seed {seed})",
+        scorer.metadata.head_trained
+    );
 
     // One full forward, for the cost share.
     let probe = decode_image(&std::fs::read(&photos[0]).unwrap()).unwrap();
@@ -99,7 +101,9 @@ fn main() {
     if let Some(dir) = &dump {
         std::fs::create_dir_all(dir).expect("--dump DIR");
     }
-    println!("| photo | aspect | brute force s | fast s | speed-up | same top-1 | fast top-1 within 0.05 | estimate SRCC | exact best's estimate rank | top-K by estimate needed |");
+    println!(
+        "| photo | aspect | brute force s | fast s | speed-up | same top-1 | fast top-1 within 0.05 | estimate SRCC | exact best's estimate rank | top-K by estimate needed |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let (mut agree, mut runs, mut fast_total, mut exact_total) = (0, 0, 0.0, 0.0);
     // Per row, the smallest re-rank count that agrees: what other `--rerank` values would give.
@@ -164,7 +168,11 @@ fn main() {
     }
     if exact_from.is_some() {
         // Brute-force times were not measured: the speed columns would be meaningless.
-        println!("\nagreement {agree}/{runs} ({:.0}%); fast search = {:.1} forwards", 100.0 * agree as f64 / runs as f64, fast_total / runs as f64 / forward);
+        println!(
+            "\nagreement {agree}/{runs} ({:.0}%); fast search = {:.1} forwards",
+            100.0 * agree as f64 / runs as f64,
+            fast_total / runs as f64 / forward
+        );
     } else {
         println!(
             "\nagreement {agree}/{runs} ({:.0}%); mean speed-up {:.1}x; one full forward {:.3} s; fast search = {:.1} forwards, brute force = {:.1} forwards",
@@ -175,10 +183,8 @@ fn main() {
             exact_total / runs as f64 / forward
         );
     }
-    let what_if: Vec<String> = [8, 16, 24, 32, 48, 64]
-        .iter()
-        .map(|&k| format!("{k}: {}/{runs}", needed_per_row.iter().filter(|&&n| n <= k).count()))
-        .collect();
+    let what_if: Vec<String> =
+        [8, 16, 24, 32, 48, 64].iter().map(|&k| format!("{k}: {}/{runs}", needed_per_row.iter().filter(|&&n| n <= k).count())).collect();
     println!(
         "agreement if the top K by estimate alone were re-scored, from this run's scores (the search re-scores {} in two stages): {}",
         FastCropOptions::default().rerank,
@@ -227,8 +233,12 @@ fn time_breakdown(scorer: &Scorer, photos: &[PathBuf], aspects: &[String], candi
             );
         }
     }
-    println!("
-mean fast search {:.2} s ({} rows); one full forward (decode, resize, VGG16, head) {forward:.3} s", total / rows as f64, rows);
+    println!(
+        "
+mean fast search {:.2} s ({} rows); one full forward (decode, resize, VGG16, head) {forward:.3} s",
+        total / rows as f64,
+        rows
+    );
 }
 
 /// One candidate in a `--dump` CSV.

@@ -37,9 +37,8 @@ fn conv_gflop(model: &loupe::model::Vgg16) -> f64 {
 
 fn main() {
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
-    let shared = std::env::var_os("LOUPE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let shared =
+        std::env::var_os("LOUPE_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
     let weights = shared.join("vgg16/vgg16_imagenet_conv_bgr_caffe.safetensors");
 
     let device = Device::flex();
@@ -96,7 +95,9 @@ fn main() {
     };
 
     println!("\nVGG16 conv base, 224x224, {gflop:.2} GFLOP/image, threads: {threads}, median of {ROUNDS} rounds");
-    println!("| batch | Loupe CPU ms/image | Loupe GFLOP/s | flex conv2d ms/image | onnxruntime ms/image | onnxruntime GFLOP/s | Loupe / onnxruntime | flex / onnxruntime |");
+    println!(
+        "| batch | Loupe CPU ms/image | Loupe GFLOP/s | flex conv2d ms/image | onnxruntime ms/image | onnxruntime GFLOP/s | Loupe / onnxruntime | flex / onnxruntime |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for (i, batch) in BATCHES.iter().enumerate() {
         let ms = median(loupe_ms.iter().map(|r| r[i]).collect());

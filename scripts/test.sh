@@ -27,6 +27,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+echo "== formatting and lints"
+rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+cargo fmt --all --check
+# Every target the tests build, with the features they use (not `cuda`: it cannot build offline).
+cargo clippy --workspace --locked --all-targets --features loupe/import,loupe/wgpu -- -D warnings
+
 echo "== Rust tests (workspace)"
 cargo test --workspace --locked
 

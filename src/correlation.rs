@@ -50,5 +50,4 @@ mod tests {
         assert!(pearson(&x, &y) < 0.99);
         assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
     }
-
 }

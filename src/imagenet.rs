@@ -29,16 +29,10 @@ fn is_pytorch(path: &Path) -> bool {
 /// Load the tensors of `path` whose names match `keys` into `module`; returns how many.
 fn load_matching<M: ModuleSnapshot>(module: &mut M, path: &Path, keys: &str, partial: bool) -> Result<usize> {
     let applied = if is_pytorch(path) {
-        let mut store = PytorchStore::from_file(path)
-            .skip_enum_variants(true)
-            .with_regex(keys)
-            .allow_partial(partial);
+        let mut store = PytorchStore::from_file(path).skip_enum_variants(true).with_regex(keys).allow_partial(partial);
         module.load_from(&mut store).map_err(|e| e.to_string())
     } else {
-        let mut store = SafetensorsStore::from_file(path)
-            .skip_enum_variants(true)
-            .with_regex(keys)
-            .allow_partial(partial);
+        let mut store = SafetensorsStore::from_file(path).skip_enum_variants(true).with_regex(keys).allow_partial(partial);
         module.load_from(&mut store).map_err(|e| e.to_string())
     }
     .map_err(|e| LoupeError::Weights(format!("loading ImageNet weights from {}: {e}", path.display())))?;

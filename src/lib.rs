@@ -22,9 +22,9 @@ pub mod prediction;
 pub mod preprocess;
 pub mod rng;
 pub mod scorer;
-pub mod weights;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+pub mod weights;
 
 pub use error::{LoupeError, Result};
 pub use prediction::Prediction;

@@ -37,12 +37,7 @@ pub fn histogram_mean_std(histogram: &[f32]) -> (f32, f32) {
     }
     let rating = |i: usize| (i + 1) as f64;
     let mean: f64 = histogram.iter().enumerate().map(|(i, &p)| rating(i) * f64::from(p)).sum::<f64>() / total;
-    let variance: f64 = histogram
-        .iter()
-        .enumerate()
-        .map(|(i, &p)| (rating(i) - mean).powi(2) * f64::from(p))
-        .sum::<f64>()
-        / total;
+    let variance: f64 = histogram.iter().enumerate().map(|(i, &p)| (rating(i) - mean).powi(2) * f64::from(p)).sum::<f64>() / total;
     (mean as f32, variance.sqrt() as f32)
 }
 

@@ -43,11 +43,7 @@ impl InputConvention {
         let (r, g, b) = (r as f32, g as f32, b as f32);
         match self {
             Self::CaffeBgr => [b - 103.939, g - 116.779, r - 123.68],
-            Self::TorchvisionRgb => [
-                (r / 255.0 - 0.485) / 0.229,
-                (g / 255.0 - 0.456) / 0.224,
-                (b / 255.0 - 0.406) / 0.225,
-            ],
+            Self::TorchvisionRgb => [(r / 255.0 - 0.485) / 0.229, (g / 255.0 - 0.456) / 0.224, (b / 255.0 - 0.406) / 0.225],
         }
     }
 }
@@ -58,18 +54,11 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
         return Err(LoupeError::Image("the file is empty".into()));
     }
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(LoupeError::ImageTooLarge(format!(
-            "{} bytes (limit {MAX_FILE_BYTES})",
-            bytes.len()
-        )));
+        return Err(LoupeError::ImageTooLarge(format!("{} bytes (limit {MAX_FILE_BYTES})", bytes.len())));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| LoupeError::Image(e.to_string()))?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| LoupeError::Image(e.to_string()))?;
     if reader.format().is_none() {
-        return Err(LoupeError::Image(
-            "not a supported image (JPEG, PNG, WebP, GIF or BMP)".into(),
-        ));
+        return Err(LoupeError::Image("not a supported image (JPEG, PNG, WebP, GIF or BMP)".into()));
     }
     if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
         // The JPEG decoder fills a cut-off scan with grey and reports success: refuse it instead.
@@ -100,9 +89,7 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 
 fn check_dimensions(width: u32, height: u32) -> Result<()> {
     if u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(LoupeError::ImageTooLarge(format!(
-            "{width}x{height} pixels (limit {MAX_PIXELS} pixels)"
-        )));
+        return Err(LoupeError::ImageTooLarge(format!("{width}x{height} pixels (limit {MAX_PIXELS} pixels)")));
     }
     if width < MIN_SIDE || height < MIN_SIDE {
         return Err(LoupeError::ImageTooSmall { width, height, min: MIN_SIDE });

@@ -131,10 +131,9 @@ impl Scorer {
     pub fn to_predictions(&self, values: Vec<f32>) -> Result<Vec<Prediction>> {
         Ok(match self.output() {
             OutputKind::Regression => values.into_iter().map(Prediction::from_score).collect(),
-            OutputKind::Histogram => values
-                .chunks_exact(HISTOGRAM_BINS)
-                .map(|row| Prediction::from_histogram(row.try_into().expect("10 bins")))
-                .collect(),
+            OutputKind::Histogram => {
+                values.chunks_exact(HISTOGRAM_BINS).map(|row| Prediction::from_histogram(row.try_into().expect("10 bins"))).collect()
+            }
         })
     }
 }
@@ -148,8 +147,7 @@ pub fn crop_scorer(scorers: &[Scorer]) -> Option<&Scorer> {
 /// Run one of our async paths to completion: blocking natively; in the browser only when nothing
 /// has to wait (the CPU backend), otherwise a clear error instead of a hang.
 pub fn block_on<T>(future: impl Future<Output = T>) -> Result<T> {
-    burn::tensor::try_read_sync(future)
-        .ok_or_else(|| LoupeError::Model("this device cannot block: use the async API".into()))
+    burn::tensor::try_read_sync(future).ok_or_else(|| LoupeError::Model("this device cannot block: use the async API".into()))
 }
 
 #[cfg(test)]

@@ -230,7 +230,5 @@ fn web_sys_log(message: &str) {
 /// Plain JS objects (not `Map`s, which serde-wasm-bindgen makes of maps and flattened structs):
 /// the page reads `crop.score`, `metadata.model.output` and so on.
 fn to_js_value<T: serde::Serialize + ?Sized>(value: &T) -> Result<JsValue, JsError> {
-    value
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .map_err(|e| JsError::new(&e.to_string()))
+    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsError::new(&e.to_string()))
 }

@@ -264,19 +264,14 @@ pub fn backbone_id(net: &AestheticNet) -> Result<String> {
 pub fn read_header(bytes: &[u8]) -> Result<(WeightMetadata, &[u8])> {
     let err = |msg: String| LoupeError::Weights(msg);
     if bytes.len() < HEADER_BYTES {
-        return Err(err(format!(
-            "only {} bytes: too short to be a Loupe weight file",
-            bytes.len()
-        )));
+        return Err(err(format!("only {} bytes: too short to be a Loupe weight file", bytes.len())));
     }
     if &bytes[..8] != MAGIC {
         return Err(err("not a Loupe weight file (wrong magic bytes)".into()));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     if version == 0 || version > FORMAT_VERSION {
-        return Err(err(format!(
-            "format version {version} is not supported by this Loupe (reads 1..={FORMAT_VERSION}); upgrade Loupe"
-        )));
+        return Err(err(format!("format version {version} is not supported by this Loupe (reads 1..={FORMAT_VERSION}); upgrade Loupe")));
     }
     let metadata_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
     if metadata_len > MAX_METADATA_BYTES {
@@ -287,21 +282,16 @@ pub fn read_header(bytes: &[u8]) -> Result<(WeightMetadata, &[u8])> {
     if bytes.len() < payload_start {
         return Err(err("truncated inside the metadata".into()));
     }
-    let metadata: WeightMetadata = serde_json::from_slice(&bytes[HEADER_BYTES..metadata_end])
-        .map_err(|e| err(format!("unreadable metadata: {e}")))?;
+    let metadata: WeightMetadata =
+        serde_json::from_slice(&bytes[HEADER_BYTES..metadata_end]).map_err(|e| err(format!("unreadable metadata: {e}")))?;
     let payload_len = u64::from_le_bytes(bytes[metadata_end..metadata_end + 8].try_into().unwrap());
     let crc = u32::from_le_bytes(bytes[metadata_end + 8..payload_start].try_into().unwrap());
     let available = (bytes.len() - payload_start) as u64;
     if payload_len > available {
-        return Err(err(format!(
-            "truncated: the payload should be {payload_len} bytes but only {available} are present"
-        )));
+        return Err(err(format!("truncated: the payload should be {payload_len} bytes but only {available} are present")));
     }
     if payload_len < available {
-        return Err(err(format!(
-            "{} unexpected bytes after the payload: corrupt file",
-            available - payload_len
-        )));
+        return Err(err(format!("{} unexpected bytes after the payload: corrupt file", available - payload_len)));
     }
     let payload = &bytes[payload_start..];
     if crc32fast::hash(payload) != crc {

@@ -5,11 +5,11 @@ mod common;
 
 use common::*;
 use image::RgbImage;
+use loupe::Scorer;
 use loupe::crop::{CandidateLayout, CropRequest, CropShape, candidates, exhaustive_crop_search, random_candidates};
 use loupe::model::{HeadKind, ModelConfig, OutputKind};
 use loupe::preprocess::{InputConvention, decode_image};
 use loupe::weights::WeightMetadata;
-use loupe::Scorer;
 
 fn tiny_scorer() -> Scorer {
     tiny_scorer_with(HeadKind::Compact)
@@ -30,35 +30,32 @@ fn request(shape: &str, candidates: usize, seed: u64) -> CropRequest {
 fn candidates_lie_inside_with_the_requested_aspect() {
     for (w, h) in [(640, 427), (427, 640), (300, 300), (1000, 40), (400, 20)] {
         for shape in ["1:1", "4:5", "3:2", "16:9", "9:16", "16:1", "40x30"] {
-          for layout in [CandidateLayout::Random, CandidateLayout::Grid] {
-            let req = CropRequest { layout, ..request(shape, 300, 7) };
-            let Ok(rects) = candidates(w, h, &req) else {
-                // Only a frame that cannot fit may be refused.
-                assert!(h <= 40, "{shape} refused for {w}x{h}");
-                continue;
-            };
-            match layout {
-                CandidateLayout::Random => assert_eq!(rects.len(), 300),
-                // A grid never repeats a rectangle, so small images may have fewer.
-                CandidateLayout::Grid => assert!(rects.len() <= 300 && !rects.is_empty(), "{}", rects.len()),
-            }
-            for r in rects {
-                assert!(r.x + r.width <= w && r.y + r.height <= h, "{r:?} outside {w}x{h}");
-                assert!(r.width.min(r.height) >= 16, "{shape} in {w}x{h}: {r:?} has a side under 16 px");
-                match req.shape {
-                    CropShape::Aspect { width: aw, height: ah } => {
-                        // Within one pixel of the exact ratio.
-                        let ideal_h = r.width as f64 * ah as f64 / aw as f64;
-                        let ideal_w = r.height as f64 * aw as f64 / ah as f64;
-                        assert!(
-                            (r.height as f64 - ideal_h).abs() <= 1.0 || (r.width as f64 - ideal_w).abs() <= 1.0,
-                            "{shape}: {r:?}"
-                        );
+            for layout in [CandidateLayout::Random, CandidateLayout::Grid] {
+                let req = CropRequest { layout, ..request(shape, 300, 7) };
+                let Ok(rects) = candidates(w, h, &req) else {
+                    // Only a frame that cannot fit may be refused.
+                    assert!(h <= 40, "{shape} refused for {w}x{h}");
+                    continue;
+                };
+                match layout {
+                    CandidateLayout::Random => assert_eq!(rects.len(), 300),
+                    // A grid never repeats a rectangle, so small images may have fewer.
+                    CandidateLayout::Grid => assert!(rects.len() <= 300 && !rects.is_empty(), "{}", rects.len()),
+                }
+                for r in rects {
+                    assert!(r.x + r.width <= w && r.y + r.height <= h, "{r:?} outside {w}x{h}");
+                    assert!(r.width.min(r.height) >= 16, "{shape} in {w}x{h}: {r:?} has a side under 16 px");
+                    match req.shape {
+                        CropShape::Aspect { width: aw, height: ah } => {
+                            // Within one pixel of the exact ratio.
+                            let ideal_h = r.width as f64 * ah as f64 / aw as f64;
+                            let ideal_w = r.height as f64 * aw as f64 / ah as f64;
+                            assert!((r.height as f64 - ideal_h).abs() <= 1.0 || (r.width as f64 - ideal_w).abs() <= 1.0, "{shape}: {r:?}");
+                        }
+                        CropShape::Size { width, height } => assert_eq!((r.width, r.height), (width, height)),
                     }
-                    CropShape::Size { width, height } => assert_eq!((r.width, r.height), (width, height)),
                 }
             }
-          }
         }
     }
 }
@@ -140,38 +137,38 @@ fn fast_search_keeps_the_contract_of_the_reference() {
     // Both kinds of head input: the 7x7 map only (RoI-aligned), and block statistics as well
     // (region statistics from the per-block grids).
     for head in [HeadKind::Compact, HeadKind::Statistics, HeadKind::Quadratic] {
-    let scorer = tiny_scorer_with(head);
-    let mut agreements = 0;
-    let mut runs = 0;
-    for photo in ["rocket.jpg", "coffee.jpg", "chelsea.jpg"] {
-        let image = decode_image(&fixture_bytes(photo)).unwrap();
-        for aspect in ["1:1", "16:9", "4:5"] {
-            let mut req = request(aspect, 48, 11);
-            req.top_k = 3;
-            let options = FastCropOptions { rerank: 12, levels: 3 };
-            let mut last = (0, 0);
-            let fast = fast_crop_search(&scorer, &image, &req, &options, |d, t| last = (d, t)).unwrap();
-            assert_eq!(last.0, last.1, "progress must reach its total");
-            assert_eq!(fast.len(), 3);
-            assert!(fast.windows(2).all(|w| w[0].score >= w[1].score));
-            let candidates = random_candidates(image.width(), image.height(), &req).unwrap();
-            for c in &fast {
-                assert!(candidates.contains(&c.rect), "the fast search returned a rectangle that is not a candidate");
-            }
-            // Its scores are exact: re-scoring the winner gives the same number.
-            let exact_again = scorer.predict(&[fast[0].rect.crop(&image)]).unwrap()[0].score;
-            assert!((exact_again - fast[0].score).abs() < 1e-4);
-            assert_eq!(fast, fast_crop_search(&scorer, &image, &req, &options, |_, _| {}).unwrap(), "not deterministic");
+        let scorer = tiny_scorer_with(head);
+        let mut agreements = 0;
+        let mut runs = 0;
+        for photo in ["rocket.jpg", "coffee.jpg", "chelsea.jpg"] {
+            let image = decode_image(&fixture_bytes(photo)).unwrap();
+            for aspect in ["1:1", "16:9", "4:5"] {
+                let mut req = request(aspect, 48, 11);
+                req.top_k = 3;
+                let options = FastCropOptions { rerank: 12, levels: 3 };
+                let mut last = (0, 0);
+                let fast = fast_crop_search(&scorer, &image, &req, &options, |d, t| last = (d, t)).unwrap();
+                assert_eq!(last.0, last.1, "progress must reach its total");
+                assert_eq!(fast.len(), 3);
+                assert!(fast.windows(2).all(|w| w[0].score >= w[1].score));
+                let candidates = random_candidates(image.width(), image.height(), &req).unwrap();
+                for c in &fast {
+                    assert!(candidates.contains(&c.rect), "the fast search returned a rectangle that is not a candidate");
+                }
+                // Its scores are exact: re-scoring the winner gives the same number.
+                let exact_again = scorer.predict(&[fast[0].rect.crop(&image)]).unwrap()[0].score;
+                assert!((exact_again - fast[0].score).abs() < 1e-4);
+                assert_eq!(fast, fast_crop_search(&scorer, &image, &req, &options, |_, _| {}).unwrap(), "not deterministic");
 
-            let exact = exhaustive_crop_search(&scorer, &image, &req, |_, _| {}).unwrap();
-            assert!(fast[0].score <= exact[0].score + 1e-5);
-            runs += 1;
-            agreements += usize::from(fast[0].rect == exact[0].rect || exact[0].score - fast[0].score <= 0.05);
+                let exact = exhaustive_crop_search(&scorer, &image, &req, |_, _| {}).unwrap();
+                assert!(fast[0].score <= exact[0].score + 1e-5);
+                runs += 1;
+                agreements += usize::from(fast[0].rect == exact[0].rect || exact[0].score - fast[0].score <= 0.05);
+            }
         }
-    }
-    // A random tiny model's scores say little about real agreement (measured with trained
-    // weights by `cargo bench --bench crop`); here it is reported, the contract is asserted.
-    println!("{head:?} head: fast vs brute force agreement (random tiny model): {agreements}/{runs}");
+        // A random tiny model's scores say little about real agreement (measured with trained
+        // weights by `cargo bench --bench crop`); here it is reported, the contract is asserted.
+        println!("{head:?} head: fast vs brute force agreement (random tiny model): {agreements}/{runs}");
     }
 }
 
@@ -195,10 +192,8 @@ fn tiny_and_thin_images_give_a_clear_error_or_a_sensible_crop() {
 /// The shipped default regression model (shared backbone + head).
 fn default_scorer() -> Scorer {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights");
-    let files: Vec<Vec<u8>> = ["backbone.loupe", "regression.loupe"]
-        .iter()
-        .map(|f| std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("weights/{f}: {e}")))
-        .collect();
+    let files: Vec<Vec<u8>> =
+        ["backbone.loupe", "regression.loupe"].iter().map(|f| std::fs::read(root.join(f)).unwrap_or_else(|e| panic!("weights/{f}: {e}"))).collect();
     Scorer::from_weight_files(&[&files[0], &files[1]], &flex()).unwrap().remove(0)
 }
 

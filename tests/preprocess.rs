@@ -37,12 +37,9 @@ fn cmyk_jpeg_becomes_rgb() {
     assert_eq!(image.dimensions(), (96, 64));
     // Same photo as the RGB EXIF fixture: colours must be close, not inverted or black.
     let reference = image::load_from_memory(&fixture_bytes("exif_orientation6.jpg")).unwrap().into_rgb8();
-    let mean_diff: f64 = image
-        .pixels()
-        .zip(reference.pixels())
-        .map(|(a, b)| (0..3).map(|c| (a[c] as f64 - b[c] as f64).abs()).sum::<f64>() / 3.0)
-        .sum::<f64>()
-        / (96.0 * 64.0);
+    let mean_diff: f64 =
+        image.pixels().zip(reference.pixels()).map(|(a, b)| (0..3).map(|c| (a[c] as f64 - b[c] as f64).abs()).sum::<f64>() / 3.0).sum::<f64>()
+            / (96.0 * 64.0);
     assert!(mean_diff < 25.0, "CMYK decoded far from RGB original: mean diff {mean_diff}");
 }
 
@@ -92,10 +89,22 @@ fn bad_inputs_give_errors_not_panics() {
         ("empty", vec![]),
         ("text renamed .jpg", b"Dear diary, today I took a photo.\n".repeat(20)),
         ("truncated JPEG", fixture_bytes("rocket.jpg")[..600].to_vec()),
-        ("JPEG cut at a third", { let b = fixture_bytes("chelsea.jpg"); b[..b.len() / 3].to_vec() }),
-        ("JPEG with EXIF cut at two thirds", { let b = fixture_bytes("exif_orientation6.jpg"); b[..b.len() * 2 / 3].to_vec() }),
-        ("JPEG missing its last bytes", { let b = fixture_bytes("coffee.jpg"); b[..b.len() - 2].to_vec() }),
-        ("PNG cut in half", { let b = encode(DynamicImage::new_rgb8(300, 200), ImageFormat::Png); b[..b.len() / 2].to_vec() }),
+        ("JPEG cut at a third", {
+            let b = fixture_bytes("chelsea.jpg");
+            b[..b.len() / 3].to_vec()
+        }),
+        ("JPEG with EXIF cut at two thirds", {
+            let b = fixture_bytes("exif_orientation6.jpg");
+            b[..b.len() * 2 / 3].to_vec()
+        }),
+        ("JPEG missing its last bytes", {
+            let b = fixture_bytes("coffee.jpg");
+            b[..b.len() - 2].to_vec()
+        }),
+        ("PNG cut in half", {
+            let b = encode(DynamicImage::new_rgb8(300, 200), ImageFormat::Png);
+            b[..b.len() / 2].to_vec()
+        }),
         ("JPEG header only", fixture_bytes("rocket.jpg")[..4].to_vec()),
         ("PNG claiming 100000x100000", png_claiming(100_000, 100_000)),
         ("PNG claiming 30001x2", png_claiming(30_001, 2)),
@@ -109,10 +118,7 @@ fn bad_inputs_give_errors_not_panics() {
         }
     }
     assert!(matches!(decode_image(&png_claiming(100_000, 100_000)), Err(LoupeError::ImageTooLarge(_))));
-    assert!(matches!(
-        decode_image(&encode(DynamicImage::new_rgb8(1, 1), ImageFormat::Png)),
-        Err(LoupeError::ImageTooSmall { .. })
-    ));
+    assert!(matches!(decode_image(&encode(DynamicImage::new_rgb8(1, 1), ImageFormat::Png)), Err(LoupeError::ImageTooSmall { .. })));
     assert!(decode_image(b"").unwrap_err().to_string().contains("empty"));
 }
 

@@ -60,8 +60,7 @@ fn cpu_path_matches_flex_conv2d_on_maps_statistics_and_grids() {
         let actual = prepared.forward_features(x.clone(), true);
         assert_eq!(actual.map.dims(), expected.map.dims());
         let map_error = relative_error(&to_vec(actual.map), &to_vec(expected.map));
-        let statistics_error =
-            relative_error(&to_vec(actual.block_statistics.unwrap()), &to_vec(expected.block_statistics.unwrap()));
+        let statistics_error = relative_error(&to_vec(actual.block_statistics.unwrap()), &to_vec(expected.block_statistics.unwrap()));
         println!("{shape:?}: map {map_error:.2e}, block statistics {statistics_error:.2e}");
         assert!(map_error < 1e-3 && statistics_error < 1e-3, "{shape:?}: map {map_error}, statistics {statistics_error}");
 
@@ -86,9 +85,6 @@ fn import_refuses_missing_and_foreign_files() {
     let not_weights = import_imagenet(&mut net, &fixture("rocket.jpg"));
     assert!(not_weights.is_err());
     // A tiny-width model cannot take full-width ImageNet tensors.
-    let mut tiny = ModelConfig::new(OutputKind::Regression, HeadKind::Compact)
-        .with_width_divisor(8)
-        .init(&device)
-        .unwrap();
+    let mut tiny = ModelConfig::new(OutputKind::Regression, HeadKind::Compact).with_width_divisor(8).init(&device).unwrap();
     assert!(import_imagenet(&mut tiny, &imagenet_safetensors()).is_err());
 }

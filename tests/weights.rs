@@ -204,7 +204,8 @@ fn the_backbone_id_depends_on_the_weights_only() {
     let (second, _) = weights::decode(&file, &device).unwrap();
     assert_eq!(weights::backbone_id(&first).unwrap(), weights::backbone_id(&second).unwrap());
     // And the same files, byte for byte (regenerated weights do not churn the repository).
-    let (a, b) = (weights::encode(&first, &metadata(config, Precision::F16)).unwrap(), weights::encode(&second, &metadata(config, Precision::F16)).unwrap());
+    let (a, b) =
+        (weights::encode(&first, &metadata(config, Precision::F16)).unwrap(), weights::encode(&second, &metadata(config, Precision::F16)).unwrap());
     assert!(a == b && a == file, "re-encoding the same weights changed the bytes");
     // A histogram model given the same backbone weights has the same id; other weights, another.
     let histogram = tiny(OutputKind::Histogram, HeadKind::Compact);
@@ -231,10 +232,8 @@ fn heads_sharing_a_backbone_are_fed_by_one_pass() {
     assert!(scorers[0].shares_backbone_with(&scorers[1]));
     assert!(!scorers[0].shares_backbone_with(&scorers[2]) && !scorers[2].shares_backbone_with(&scorers[1]));
 
-    let images: Vec<_> = ["rocket.jpg", "coffee.jpg", "chelsea.jpg"]
-        .iter()
-        .map(|name| loupe::preprocess::decode_image(&fixture_bytes(name)).unwrap())
-        .collect();
+    let images: Vec<_> =
+        ["rocket.jpg", "coffee.jpg", "chelsea.jpg"].iter().map(|name| loupe::preprocess::decode_image(&fixture_bytes(name)).unwrap()).collect();
     let together = Scorer::predict_all(&scorers, &images).unwrap();
     assert_eq!(together.len(), 3);
     for (scorer, predictions) in scorers.iter().zip(&together) {

@@ -10,19 +10,14 @@ use loupe::preprocess::{InputConvention, decode_image, input_batch};
 use loupe::weights::{self, Precision, WeightMetadata};
 
 fn wgpu() -> Device {
-    Device::wgpu_options()
-        .init()
-        .expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) for this test")
+    Device::wgpu_options().init().expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) for this test")
 }
 
 #[test]
 fn wgpu_matches_flex_on_vgg16_with_both_heads() {
     let flex = flex();
     let gpu = wgpu();
-    let photos: Vec<_> = ["rocket.jpg", "coffee.jpg"]
-        .iter()
-        .map(|name| decode_image(&fixture_bytes(name)).unwrap())
-        .collect();
+    let photos: Vec<_> = ["rocket.jpg", "coffee.jpg"].iter().map(|name| decode_image(&fixture_bytes(name)).unwrap()).collect();
     for output in [OutputKind::Regression, OutputKind::Histogram] {
         let config = ModelConfig::new(output, HeadKind::Compact);
         let mut net = config.init(&flex).unwrap();

@@ -10,6 +10,18 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A binary's exit: success, or the error and its causes on one line of stderr (`name: ...`).
+pub fn exit_with(name: &str, result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            let chain: Vec<String> = error.chain().map(|e| e.to_string()).collect();
+            eprintln!("{name}: {}", chain.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A file's bytes, or an error naming it.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
@@ -23,9 +35,7 @@ pub fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
 /// A bar with position, elapsed time and ETA, on stderr.
 pub fn progress_bar(total: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]").expect("valid template"),
-    );
+    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]").expect("valid template"));
     bar.set_message(what.to_string());
     bar
 }

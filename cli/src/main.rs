@@ -15,15 +15,7 @@ use clap::Parser;
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line: the error and its causes.
-            let chain: Vec<String> = error.chain().map(|e| e.to_string()).collect();
-            eprintln!("loupe: {}", chain.join(": "));
-            ExitCode::FAILURE
-        }
-    }
+    loupe_cli::exit_with("loupe", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<()> {

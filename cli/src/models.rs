@@ -24,11 +24,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The files given, or the default weights that exist.
     pub fn weight_paths(&self) -> Vec<PathBuf> {
-        if self.weights.is_empty() {
-            DEFAULT_WEIGHTS.iter().map(PathBuf::from).filter(|p| p.exists()).collect()
-        } else {
-            self.weights.clone()
-        }
+        if self.weights.is_empty() { DEFAULT_WEIGHTS.iter().map(PathBuf::from).filter(|p| p.exists()).collect() } else { self.weights.clone() }
     }
 
     /// One scorer per model in the files (a backbone file joins the heads after it), on the

@@ -49,11 +49,7 @@ fn score_one(scorers: &[Scorer], path: &Path) -> Result<Vec<(&'static str, Predi
     let image = decode_image(&read(path)?)?;
     // One backbone pass feeds every head bundled with the same backbone.
     let predictions = Scorer::predict_all(scorers, std::slice::from_ref(&image))?;
-    scorers
-        .iter()
-        .zip(predictions)
-        .map(|(s, p)| Ok((s.output().name(), p.into_iter().next().context("no prediction")?)))
-        .collect()
+    scorers.iter().zip(predictions).map(|(s, p)| Ok((s.output().name(), p.into_iter().next().context("no prediction")?))).collect()
 }
 
 fn format_predictions(path: &Path, predictions: &[(&str, Prediction)], json: bool) -> Result<String> {

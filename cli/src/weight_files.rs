@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use loupe::burn::tensor::Device;
-use loupe::model::{AVA_MEAN_HISTOGRAM, AVA_MEAN_SCORE, ModelConfig};
+use loupe::model::{AVA_MEAN_HISTOGRAM, AVA_MEAN_SCORE, AestheticNet, ModelConfig};
 use loupe::preprocess::InputConvention;
 use loupe::weights::{self, Manifest, ManifestEntry, Precision, WeightMetadata};
 use loupe_cli::{read, write};
@@ -13,35 +13,21 @@ use crate::args::{ImportArgs, InitArgs};
 
 pub fn init(args: InitArgs) -> Result<()> {
     let config = ModelConfig::new(args.model.output, args.model.head).with_width_divisor(args.width_divisor);
-    let device = Device::flex();
-    device.seed(args.model.seed);
-    let mut net = config.init(&device)?;
-    net.centre_output(AVA_MEAN_SCORE, AVA_MEAN_HISTOGRAM);
+    let net = seeded_net(config, args.model.seed)?;
     let mut metadata = WeightMetadata::new(config, InputConvention::CaffeBgr);
     metadata.provenance = format!("random initialisation (seed {}), for tests and demos", args.model.seed);
     metadata.licence = "MIT OR Apache-2.0".into();
-    let bytes = weights::encode(&net, &metadata)?;
-    write(&args.model.out, &bytes)?;
-    println!(
-        "wrote {} ({:.1} MB, random {:?} {:?} head, width /{})",
-        args.model.out.display(),
-        bytes.len() as f64 / 1e6,
-        config.output,
-        config.head,
-        args.width_divisor
-    );
+    let megabytes = write_untrained(net, &metadata, &args.model.out)?;
+    let out = args.model.out.display();
+    println!("wrote {out} ({megabytes:.1} MB, random {:?} {:?} head, width /{})", config.output, config.head, args.width_divisor);
     Ok(())
 }
 
 pub fn import_vgg16(args: ImportArgs) -> Result<()> {
     let convention = args.input.unwrap_or_else(|| loupe::imagenet::default_convention(&args.from));
     let config = ModelConfig::new(args.model.output, args.model.head);
-    let device = Device::flex();
-    device.seed(args.model.seed);
-    let mut net = config.init(&device)?;
+    let mut net = seeded_net(config, args.model.seed)?;
     let fc_loaded = loupe::imagenet::import_imagenet(&mut net, &args.from)?;
-    // Untrained heads start at AVA's mean, so their (meaningless) scores at least lie in 1..10.
-    net.centre_output(AVA_MEAN_SCORE, AVA_MEAN_HISTOGRAM);
     let mut metadata = WeightMetadata::new(config, convention);
     metadata.precision = if args.f32 { Precision::F32 } else { Precision::F16 };
     metadata.provenance = format!(
@@ -50,17 +36,26 @@ pub fn import_vgg16(args: ImportArgs) -> Result<()> {
         if fc_loaded { " (fc6/fc7 from the same file)" } else { "" }
     );
     metadata.licence = "VGG16 ImageNet weights by the Oxford Visual Geometry Group (Simonyan & Zisserman), CC BY 4.0".into();
-    let bytes = weights::encode(&net, &metadata)?;
-    write(&args.model.out, &bytes)?;
-    println!(
-        "wrote {} ({:.1} MB, {:?} {:?} head, {:?} input)",
-        args.model.out.display(),
-        bytes.len() as f64 / 1e6,
-        config.output,
-        config.head,
-        convention
-    );
+    let megabytes = write_untrained(net, &metadata, &args.model.out)?;
+    let out = args.model.out.display();
+    println!("wrote {out} ({megabytes:.1} MB, {:?} {:?} head, {convention:?} input)", config.output, config.head);
     Ok(())
+}
+
+/// A freshly initialised network on the CPU: the same weights for the same seed.
+fn seeded_net(config: ModelConfig, seed: u64) -> Result<AestheticNet> {
+    let device = Device::flex();
+    device.seed(seed);
+    Ok(config.init(&device)?)
+}
+
+/// Writes a network whose head is untrained, its output centred on AVA's mean first (so its
+/// meaningless scores at least lie in 1..10). Returns the file's size in MB.
+fn write_untrained(mut net: AestheticNet, metadata: &WeightMetadata, out: &Path) -> Result<f64> {
+    net.centre_output(AVA_MEAN_SCORE, AVA_MEAN_HISTOGRAM);
+    let bytes = weights::encode(&net, metadata)?;
+    write(out, &bytes)?;
+    Ok(bytes.len() as f64 / 1e6)
 }
 
 pub fn inspect(file: &Path) -> Result<()> {

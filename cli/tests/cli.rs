@@ -88,8 +88,21 @@ fn crop_writes_the_best_crop_with_the_requested_aspect() {
     for (aspect, exact) in [("16:9", false), ("1:1", true), ("120x90", false)] {
         let out = dir.path().join(format!("crop-{}.png", aspect.replace(':', "_")));
         let mut args = vec![
-            "crop", "-w", &regression, photo.to_str().unwrap(), "--aspect", aspect, "--candidates", "24",
-            "--seed", "5", "--top-k", "3", "--json", "-o", out.to_str().unwrap(),
+            "crop",
+            "-w",
+            &regression,
+            photo.to_str().unwrap(),
+            "--aspect",
+            aspect,
+            "--candidates",
+            "24",
+            "--seed",
+            "5",
+            "--top-k",
+            "3",
+            "--json",
+            "-o",
+            out.to_str().unwrap(),
         ];
         if exact {
             args.push("--exact");
@@ -155,9 +168,8 @@ fn bundled_heads_of_either_kind_share_one_backbone_file() {
     let dir = tempfile::tempdir().unwrap();
     // Both heads on the real ImageNet backbone (random backbones would differ per head: burn
     // initialises parameters lazily, in order of first use).
-    let shared = std::env::var_os("LOUPE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let shared =
+        std::env::var_os("LOUPE_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
     let vgg16 = shared.join("vgg16/vgg16_imagenet_conv_bgr_caffe.safetensors");
     assert!(vgg16.is_file(), "{} is missing: set LOUPE_SHARED_DATA", vgg16.display());
     let model = |head: &str, output: &str| {
@@ -201,7 +213,19 @@ fn bundled_heads_of_either_kind_share_one_backbone_file() {
     // The untrained head's initialisation is seeded: the same file again, another seed differs.
     let again = dir.path().join("again.loupe");
     let import = |seed: &str| {
-        ok(&["import-vgg16", "--from", vgg16.to_str().unwrap(), "--head", "statistics", "--output", "histogram", "--seed", seed, "-o", again.to_str().unwrap()]);
+        ok(&[
+            "import-vgg16",
+            "--from",
+            vgg16.to_str().unwrap(),
+            "--head",
+            "statistics",
+            "--output",
+            "histogram",
+            "--seed",
+            seed,
+            "-o",
+            again.to_str().unwrap(),
+        ]);
         std::fs::read(&again).unwrap()
     };
     let original = std::fs::read(&statistics).unwrap();

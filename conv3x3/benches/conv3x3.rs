@@ -7,18 +7,12 @@ use std::time::Instant;
 
 use conv3x3::{Activation, Conv3x3, Nhwc, max_pool_2x2};
 
-const VGG16: [Option<usize>; 18] = [
-    Some(64), Some(64), None, Some(128), Some(128), None, Some(256), Some(256), Some(256), None,
-    Some(512), Some(512), Some(512), None, Some(512), Some(512), Some(512), None,
-];
+/// VGG16's five blocks: (3x3 convolutions, output channels), each block ending in a 2x2 max-pool.
+const VGG16_BLOCKS: [(usize, usize); 5] = [(2, 64), (2, 128), (3, 256), (3, 512), (3, 512)];
 
 fn argument(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(|v| v.parse().expect("a number")).unwrap_or(default)
 }
 
 fn main() {
@@ -27,7 +21,8 @@ fn main() {
     let mut cin = 3;
     let mut side = 224;
     let mut layers = Vec::new();
-    for entry in VGG16 {
+    let layout = VGG16_BLOCKS.iter().flat_map(|&(convs, channels)| std::iter::repeat_n(Some(channels), convs).chain([None]));
+    for entry in layout {
         match entry {
             Some(cout) => {
                 let weight: Vec<f32> = (0..cout * cin * 9).map(|i| ((i * 7919) % 1000) as f32 / 1e5 - 0.005).collect();
@@ -72,5 +67,10 @@ fn main() {
     }
     totals.sort_by(f64::total_cmp);
     let median = totals[totals.len() / 2];
-    println!("whole stack: median {:.1} ms ({:.1} ms per image), {:.1} effective GFLOP/s", median * 1e3, median * 1e3 / batch as f64, flops_total / median / 1e9);
+    println!(
+        "whole stack: median {:.1} ms ({:.1} ms per image), {:.1} effective GFLOP/s",
+        median * 1e3,
+        median * 1e3 / batch as f64,
+        flops_total / median / 1e9
+    );
 }

@@ -51,10 +51,7 @@ impl Nhwc {
     pub fn new(data: Vec<f32>, batch: usize, height: usize, width: usize, channels: usize) -> Result<Self, ShapeError> {
         let expected = batch * height * width * channels;
         if data.len() != expected {
-            return Err(ShapeError(format!(
-                "{} values for a {batch}x{height}x{width}x{channels} NHWC tensor ({expected} expected)",
-                data.len()
-            )));
+            return Err(ShapeError(format!("{} values for a {batch}x{height}x{width}x{channels} NHWC tensor ({expected} expected)", data.len())));
         }
         Ok(Self { data, batch, height, width, channels })
     }
@@ -62,10 +59,7 @@ impl Nhwc {
     /// From the `[N, C, H, W]` layout of PyTorch and burn.
     pub fn from_nchw(data: &[f32], [batch, channels, height, width]: [usize; 4]) -> Result<Self, ShapeError> {
         if data.len() != batch * channels * height * width {
-            return Err(ShapeError(format!(
-                "{} values for a {batch}x{channels}x{height}x{width} NCHW tensor",
-                data.len()
-            )));
+            return Err(ShapeError(format!("{} values for a {batch}x{channels}x{height}x{width} NCHW tensor", data.len())));
         }
         let plane = height * width;
         let mut out = vec![0.0; data.len()];
@@ -199,10 +193,7 @@ impl Conv3x3 {
     /// `[N, H, W, in]` → `[N, H, W, out]`: the convolution, plus bias, then `activation`.
     pub fn forward(&self, input: &Nhwc, activation: Activation) -> Result<Nhwc, ShapeError> {
         if input.channels != self.in_channels {
-            return Err(ShapeError(format!(
-                "the input has {} channels, the convolution expects {}",
-                input.channels, self.in_channels
-            )));
+            return Err(ShapeError(format!("the input has {} channels, the convolution expects {}", input.channels, self.in_channels)));
         }
         let (batch, height, width) = (input.batch, input.height, input.width);
         let mut output = Nhwc { data: vec![0.0; batch * height * width * self.out_channels], batch, height, width, channels: self.out_channels };
@@ -343,11 +334,24 @@ fn matmul([m, n, k]: [usize; 3], dst: &mut [f32], lhs: &[f32], rhs: &[f32], rhs_
     // SAFETY: the assert keeps every element gemm reads or writes inside the slices.
     unsafe {
         gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, false,
-            lhs.as_ptr(), 1, k as isize,
-            rhs.as_ptr(), 1, rhs_row as isize,
-            0.0, 1.0, false, false, false,
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            rhs_row as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
             gemm::Parallelism::None,
         );
     }
@@ -478,15 +482,7 @@ fn transform_input_lanes<const L: usize>(d: &[&[f32]; 16], ch: usize, v: &mut [&
 
 /// `Aᵀ M A` for one tile (its 16 products `m[k][local][..]`), plus bias and activation, into the
 /// tile's up to four output pixels (`targets` in row-major order; empty = outside the image).
-fn transform_output_tile(
-    m: &[f32],
-    local: usize,
-    count: usize,
-    width: usize,
-    bias: &[f32],
-    activation: Activation,
-    targets: [&mut [f32]; 4],
-) {
+fn transform_output_tile(m: &[f32], local: usize, count: usize, width: usize, bias: &[f32], activation: Activation, targets: [&mut [f32]; 4]) {
     let plane = |k: usize| &m[(k * count + local) * width..(k * count + local + 1) * width];
     let p: [&[f32]; 16] = std::array::from_fn(plane);
     let bias = &bias[..width];

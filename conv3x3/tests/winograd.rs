@@ -40,15 +40,9 @@ fn check(batch: usize, height: usize, width: usize, cin: usize, cout: usize, act
 
 #[test]
 fn matches_the_definition_on_every_edge_case() {
-    for &(batch, height, width, cin, cout) in &[
-        (1, 1, 1, 1, 1),
-        (1, 1, 7, 3, 5),
-        (1, 5, 1, 2, 3),
-        (1, 4, 4, 3, 8),
-        (2, 7, 9, 5, 17),
-        (1, 13, 6, 16, 33),
-        (3, 11, 11, 8, 64),
-    ] {
+    for &(batch, height, width, cin, cout) in
+        &[(1, 1, 1, 1, 1), (1, 1, 7, 3, 5), (1, 5, 1, 2, 3), (1, 4, 4, 3, 8), (2, 7, 9, 5, 17), (1, 13, 6, 16, 33), (3, 11, 11, 8, 64)]
+    {
         check(batch, height, width, cin, cout, Activation::Identity);
         check(batch, height, width, cin, cout, Activation::Relu);
     }
@@ -72,12 +66,19 @@ fn max_pool_floors_odd_sizes() {
     assert_eq!(pooled.shape(), [2, 2, 1, 2]);
     // Image 0, output (0, 0), channel c: max over rows 0..2, columns 0..2 = pixel (1, 1).
     let at = |n: usize, y: usize, x: usize, c: usize| ((n * 5 + y) * 3 + x) * 2 + c;
-    assert_eq!(pooled.data, vec![
-        at(0, 1, 1, 0) as f32, at(0, 1, 1, 1) as f32,
-        at(0, 3, 1, 0) as f32, at(0, 3, 1, 1) as f32,
-        at(1, 1, 1, 0) as f32, at(1, 1, 1, 1) as f32,
-        at(1, 3, 1, 0) as f32, at(1, 3, 1, 1) as f32,
-    ]);
+    assert_eq!(
+        pooled.data,
+        vec![
+            at(0, 1, 1, 0) as f32,
+            at(0, 1, 1, 1) as f32,
+            at(0, 3, 1, 0) as f32,
+            at(0, 3, 1, 1) as f32,
+            at(1, 1, 1, 0) as f32,
+            at(1, 1, 1, 1) as f32,
+            at(1, 3, 1, 0) as f32,
+            at(1, 3, 1, 1) as f32,
+        ]
+    );
 }
 
 #[test]

@@ -124,8 +124,7 @@ impl BlockGrid {
         let (y0, y1) = (y0.clamp(0.0, self.height as f32), y1.clamp(0.0, self.height as f32));
         let area = ((x1 - x0) * (y1 - y0)).max(1e-6);
         let region = |table: &[f32], c: usize| {
-            self.integral(table, c, x1, y1) - self.integral(table, c, x0, y1) - self.integral(table, c, x1, y0)
-                + self.integral(table, c, x0, y0)
+            self.integral(table, c, x1, y1) - self.integral(table, c, x0, y1) - self.integral(table, c, x1, y0) + self.integral(table, c, x0, y0)
         };
         let means: Vec<f32> = (0..self.channels).map(|c| region(&self.sum, c) / area).collect();
         let stds: Vec<f32> = (0..self.channels)
@@ -202,9 +201,7 @@ fn level_sizes(candidates: &[Rect], levels: usize) -> Vec<(f32, f32)> {
 
 /// The level whose crop size is closest (in log scale) to the candidate's.
 fn nearest_level(levels: &[Level], rect: &Rect) -> usize {
-    let distance = |l: &Level| {
-        ((rect.width as f32 / l.crop_width).ln().abs()) + ((rect.height as f32 / l.crop_height).ln().abs())
-    };
+    let distance = |l: &Level| ((rect.width as f32 / l.crop_width).ln().abs()) + ((rect.height as f32 / l.crop_height).ln().abs());
     (0..levels.len()).min_by(|&a, &b| distance(&levels[a]).total_cmp(&distance(&levels[b]))).unwrap_or(0)
 }
 

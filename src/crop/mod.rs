@@ -43,11 +43,7 @@ impl FromStr for CropShape {
         if w == 0 || h == 0 {
             return Err(bad());
         }
-        Ok(if is_size {
-            Self::Size { width: w, height: h }
-        } else {
-            Self::Aspect { width: w, height: h }
-        })
+        Ok(if is_size { Self::Size { width: w, height: h } } else { Self::Aspect { width: w, height: h } })
     }
 }
 
@@ -231,9 +227,7 @@ fn grid_positions(width: u32, height: u32, w: u32, h: u32, count: usize) -> Vec<
     // nx * ny <= count: a scale never takes more than its share.
     let ny = (count / nx).clamp(1, room_y + 1);
     let spread = |i: u32, n: u32, room: u32| if n == 1 { room / 2 } else { (f64::from(room) * f64::from(i) / f64::from(n - 1)).round() as u32 };
-    (0..ny)
-        .flat_map(|j| (0..nx).map(move |i| Rect { x: spread(i, nx, room_x), y: spread(j, ny, room_y), width: w, height: h }))
-        .collect()
+    (0..ny).flat_map(|j| (0..nx).map(move |i| Rect { x: spread(i, nx, room_x), y: spread(j, ny, room_y), width: w, height: h })).collect()
 }
 
 /// Keep the `top_k` best, best first (ties: earlier candidate first, so results are stable).

@@ -244,25 +244,12 @@ pub enum HeadLayers {
 impl HeadLayers {
     /// `statistics`: the width of the backbone's block statistics (read by `Statistics` and
     /// `Quadratic`).
-    pub fn new(
-        kind: super::HeadKind,
-        in_channels: usize,
-        statistics: usize,
-        width_divisor: usize,
-        outputs: usize,
-        device: &Device,
-    ) -> Self {
+    pub fn new(kind: super::HeadKind, in_channels: usize, statistics: usize, width_divisor: usize, outputs: usize, device: &Device) -> Self {
         let in_features = in_channels * FEATURE_MAP_SIZE * FEATURE_MAP_SIZE;
         match kind {
-            super::HeadKind::Paper => {
-                Self::Paper(PaperLayers::new(in_features, width_divisor, outputs, device))
-            }
-            super::HeadKind::Compact => {
-                Self::Compact(CompactLayers::new(in_channels, width_divisor, outputs, device))
-            }
-            super::HeadKind::Statistics => {
-                Self::Statistics(StatisticsLayers::new(statistics, in_features, outputs, device))
-            }
+            super::HeadKind::Paper => Self::Paper(PaperLayers::new(in_features, width_divisor, outputs, device)),
+            super::HeadKind::Compact => Self::Compact(CompactLayers::new(in_channels, width_divisor, outputs, device)),
+            super::HeadKind::Statistics => Self::Statistics(StatisticsLayers::new(statistics, in_features, outputs, device)),
             super::HeadKind::Quadratic => Self::Quadratic(QuadraticLayers::new(statistics, outputs, device)),
         }
     }

@@ -10,8 +10,8 @@ use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-pub use heads::{Head, HeadLayers, HistogramHead, RegressionHead, HISTOGRAM_BINS};
-pub use vgg16::{BackboneFeatures, Vgg16, INPUT_SIZE};
+pub use heads::{HISTOGRAM_BINS, Head, HeadLayers, HistogramHead, RegressionHead};
+pub use vgg16::{BackboneFeatures, INPUT_SIZE, Vgg16};
 
 use crate::error::{LoupeError, Result};
 
@@ -90,10 +90,7 @@ impl ModelConfig {
 
     pub fn validate(&self) -> Result<()> {
         if !(1..=64).contains(&self.width_divisor) {
-            return Err(LoupeError::Model(format!(
-                "width divisor must be in 1..=64, got {}",
-                self.width_divisor
-            )));
+            return Err(LoupeError::Model(format!("width divisor must be in 1..=64, got {}", self.width_divisor)));
         }
         Ok(())
     }
@@ -113,14 +110,8 @@ impl ModelConfig {
     }
 
     fn init_with_backbone(&self, backbone: Vgg16, device: &Device) -> AestheticNet {
-        let layers = HeadLayers::new(
-            self.head,
-            backbone.out_channels(),
-            backbone.statistics_width(),
-            self.width_divisor,
-            self.output.outputs(),
-            device,
-        );
+        let layers =
+            HeadLayers::new(self.head, backbone.out_channels(), backbone.statistics_width(), self.width_divisor, self.output.outputs(), device);
         let head = match self.output {
             OutputKind::Regression => Head::Regression(RegressionHead { layers }),
             OutputKind::Histogram => Head::Histogram(HistogramHead { layers }),
@@ -139,8 +130,7 @@ pub struct AestheticNet {
 /// AVA's mean score and mean normalised rating histogram over all 255,502 images: the prior an
 /// untrained head starts from.
 pub const AVA_MEAN_SCORE: f32 = 5.383;
-pub const AVA_MEAN_HISTOGRAM: [f32; HISTOGRAM_BINS] =
-    [0.01203, 0.02547, 0.06331, 0.16369, 0.29242, 0.23243, 0.11745, 0.05591, 0.02341, 0.01388];
+pub const AVA_MEAN_HISTOGRAM: [f32; HISTOGRAM_BINS] = [0.01203, 0.02547, 0.06331, 0.16369, 0.29242, 0.23243, 0.11745, 0.05591, 0.02341, 0.01388];
 
 impl AestheticNet {
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {

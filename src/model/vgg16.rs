@@ -15,11 +15,24 @@ use super::cpu::{CpuVgg16, is_plain_cpu};
 
 /// VGG16's configuration "D": channel counts, `None` = 2x2 max-pool.
 const VGG16_LAYOUT: [Option<usize>; 18] = [
-    Some(64), Some(64), None,
-    Some(128), Some(128), None,
-    Some(256), Some(256), Some(256), None,
-    Some(512), Some(512), Some(512), None,
-    Some(512), Some(512), Some(512), None,
+    Some(64),
+    Some(64),
+    None,
+    Some(128),
+    Some(128),
+    None,
+    Some(256),
+    Some(256),
+    Some(256),
+    None,
+    Some(512),
+    Some(512),
+    Some(512),
+    None,
+    Some(512),
+    Some(512),
+    Some(512),
+    None,
 ];
 
 /// Channels of the final feature map at full width.
@@ -97,9 +110,7 @@ impl Vgg16 {
                     features.push(VggLayer::Relu(Relu::new()));
                     in_channels = out_channels;
                 }
-                None => features.push(VggLayer::Pool(
-                    MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-                )),
+                None => features.push(VggLayer::Pool(MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init())),
             }
         }
         Self { features, cpu: None }

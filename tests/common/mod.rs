@@ -16,9 +16,7 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 
 /// `../shared/data` beside the checkout (or `LOUPE_SHARED_DATA`): real data too large to commit.
 pub fn shared_data() -> PathBuf {
-    std::env::var_os("LOUPE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+    std::env::var_os("LOUPE_SHARED_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
 }
 
 pub fn imagenet_safetensors() -> PathBuf {

@@ -17,10 +17,10 @@ use anyhow::{Result, bail};
 use burn::nn::Initializer;
 use burn::tensor::Device;
 use clap::Parser;
-use loupe::rng::SplitMix64;
 use loupe::model::HeadKind;
 use loupe::model::heads::{HeadLayers, QuadraticLayers};
 use loupe::model::vgg16::Vgg16;
+use loupe::rng::SplitMix64;
 use loupe_train::kernel_ridge::fit_quadratic_head;
 
 #[derive(Parser)]

@@ -162,9 +162,7 @@ impl TrainArgs {
     pub fn config(&self) -> Result<TrainConfig> {
         let input = match self.input {
             Some(input) => input,
-            None if self.init.ends_with(".loupe") => {
-                weights::read_header(&read(Path::new(&self.init))?).with_context(|| self.init.clone())?.0.input
-            }
+            None if self.init.ends_with(".loupe") => weights::read_header(&read(Path::new(&self.init))?).with_context(|| self.init.clone())?.0.input,
             None => loupe::imagenet::default_convention(Path::new(&self.init)),
         };
         Ok(TrainConfig {

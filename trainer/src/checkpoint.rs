@@ -93,12 +93,8 @@ impl Checkpoints {
     /// Model and optimizer of the last complete epoch.
     pub fn load(&self, state: &CheckpointState, net: AestheticNet, optimizer: ModuleOptimizer) -> Result<(AestheticNet, ModuleOptimizer)> {
         let dir = self.epoch_dir(state.epochs_done);
-        let net = net
-            .try_load_file(dir.join("model.bpk"))
-            .map_err(|e| anyhow::anyhow!("checkpoint model: {e:?}"))?;
-        let optimizer = optimizer
-            .load(dir.join("optimizer.bpk"))
-            .map_err(|e| anyhow::anyhow!("checkpoint optimizer: {e:?}"))?;
+        let net = net.try_load_file(dir.join("model.bpk")).map_err(|e| anyhow::anyhow!("checkpoint model: {e:?}"))?;
+        let optimizer = optimizer.load(dir.join("optimizer.bpk")).map_err(|e| anyhow::anyhow!("checkpoint optimizer: {e:?}"))?;
         Ok((net, optimizer))
     }
 

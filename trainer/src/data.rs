@@ -24,11 +24,7 @@ pub struct ImageFolder {
 
 impl ImageFolder {
     pub fn new(dir: &Path, cache_inputs: bool) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-            cache: cache_inputs.then(|| Mutex::new(BTreeMap::new())),
-            failures: Mutex::new(BTreeMap::new()),
-        }
+        Self { dir: dir.to_path_buf(), cache: cache_inputs.then(|| Mutex::new(BTreeMap::new())), failures: Mutex::new(BTreeMap::new()) }
     }
 
     pub fn path(&self, id: u64) -> PathBuf {
@@ -36,14 +32,11 @@ impl ImageFolder {
     }
 
     fn load_one(&self, id: u64) -> Option<RgbImage> {
-        if let Some(cache) = &self.cache {
-            if let Some(image) = cache.lock().unwrap().get(&id) {
-                return Some(image.clone());
-            }
+        if let Some(image) = self.cache.as_ref().and_then(|cache| cache.lock().unwrap().get(&id).cloned()) {
+            return Some(image);
         }
-        let result = std::fs::read(self.path(id))
-            .map_err(|e| format!("cannot read: {e}"))
-            .and_then(|bytes| decode_image(&bytes).map_err(|e| e.to_string()));
+        let result =
+            std::fs::read(self.path(id)).map_err(|e| format!("cannot read: {e}")).and_then(|bytes| decode_image(&bytes).map_err(|e| e.to_string()));
         match result {
             Ok(image) => {
                 let input = resize_to_input(&image);
@@ -65,6 +58,27 @@ impl ImageFolder {
         labels.iter().zip(loaded).filter_map(|(l, image)| image.map(|i| (*l, i))).unzip()
     }
 
+    /// Decodes `labels` in batches of `batch`, calling `f` with each batch's readable labels and
+    /// their images (batches with none are skipped), with a progress bar titled `what`.
+    pub fn for_each_batch<'a>(
+        &self,
+        labels: &[&'a ImageLabel],
+        batch: usize,
+        what: &'static str,
+        mut f: impl FnMut(&[&'a ImageLabel], Vec<RgbImage>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut progress = Progress::new(what, labels.len());
+        for chunk in labels.chunks(batch.max(1)) {
+            let (loaded, images) = self.load_batch(chunk);
+            progress.inc(chunk.len());
+            if !loaded.is_empty() {
+                f(&loaded, images)?;
+            }
+        }
+        progress.finish();
+        Ok(())
+    }
+
     pub fn failures(&self) -> BTreeMap<u64, String> {
         self.failures.lock().unwrap().clone()
     }
@@ -84,12 +98,7 @@ pub struct Progress {
 impl Progress {
     pub fn new(what: &'static str, total: usize) -> Self {
         use std::io::IsTerminal;
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}]")
-                .expect("valid template"),
-        );
-        bar.set_message(what);
+        let bar = loupe_cli::progress_bar(total, what);
         let log_lines = total > 0 && !std::io::stderr().is_terminal();
         Self { bar, what, total, tenths_shown: 0, started: std::time::Instant::now(), log_lines }
     }

@@ -21,7 +21,7 @@ use crate::stats::named_sets;
 use loupe::correlation::{pearson, spearman};
 use loupe::model::{BackboneFeatures, values};
 
-use crate::data::{ImageFolder, Progress};
+use crate::data::ImageFolder;
 use crate::features::{FeatureCache, backbone_key};
 use crate::labels::ImageLabel;
 use crate::splits::ScoreClass;
@@ -145,9 +145,8 @@ pub fn mse_difference(a: &[Scored], b: &[Scored]) -> MseDifference {
     }
     let mean = |sum: f64| sum / n as f64;
     let mut rng = loupe::rng::SplitMix64::new(0x5eed);
-    let mut resampled: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
-        .map(|_| mean((0..n).map(|_| gaps[rng.below_or_equal(n as u32 - 1) as usize]).sum()))
-        .collect();
+    let mut resampled: Vec<f64> =
+        (0..BOOTSTRAP_RESAMPLES).map(|_| mean((0..n).map(|_| gaps[rng.below_or_equal(n as u32 - 1) as usize]).sum())).collect();
     resampled.sort_by(f64::total_cmp);
     let at = |q: f64| resampled[((q * BOOTSTRAP_RESAMPLES as f64) as usize).min(BOOTSTRAP_RESAMPLES - 1)];
     MseDifference { images: n, difference: mean(gaps.iter().sum()), low: at(0.025), high: at(0.975) }
@@ -172,36 +171,24 @@ pub fn score_labels(
             let output = scorer.net.head.forward(features.clone());
             let predictions = scorer.to_predictions(values(output)?)?;
             for (label, p) in loaded.iter().zip(predictions) {
-                out.push(Scored {
-                    id: label.id,
-                    true_score: label.mean(),
-                    true_std: label.std(),
-                    predicted_score: p.score,
-                    predicted_std: p.std,
-                });
+                out.push(Scored { id: label.id, true_score: label.mean(), true_std: label.std(), predicted_score: p.score, predicted_std: p.std });
             }
         }
         Ok(())
     };
     if let Some(dir) = cache {
         let file = FeatureCache::file_in(dir, &first.net, first.metadata.input);
-        let features = FeatureCache::load_or_compute(&first.net, with_statistics, labels, images, first.metadata.input, batch, &first.device, Some(&file))?;
+        let features =
+            FeatureCache::load_or_compute(&first.net, with_statistics, labels, images, first.metadata.input, batch, &first.device, Some(&file))?;
         let readable: Vec<&ImageLabel> = labels.iter().copied().filter(|l| features.contains(l.id)).collect();
         for chunk in readable.chunks(batch.max(1)) {
             record(chunk, features.batch(chunk, &first.device))?;
         }
         return Ok(scored);
     }
-    let mut progress = Progress::new("evaluating", labels.len());
-    for chunk in labels.chunks(batch.max(1)) {
-        let (loaded, inputs) = images.load_batch(chunk);
-        progress.inc(chunk.len());
-        if loaded.is_empty() {
-            continue;
-        }
-        record(&loaded, first.net.backbone.forward_features(first.input(&inputs), with_statistics))?;
-    }
-    progress.finish();
+    images.for_each_batch(labels, batch, "evaluating", |loaded, inputs| {
+        record(loaded, first.net.backbone.forward_features(first.input(&inputs), with_statistics))
+    })?;
     Ok(scored)
 }
 
@@ -211,8 +198,7 @@ pub fn score_labels(
 /// the crowded middle, as in the paper's ED-test.
 pub fn balanced_subset<'a>(labels: &[&'a ImageLabel]) -> Vec<&'a ImageLabel> {
     let classes = [ScoreClass::Low, ScoreClass::Average, ScoreClass::High];
-    let groups: Vec<Vec<&ImageLabel>> =
-        classes.iter().map(|&c| labels.iter().copied().filter(|l| ScoreClass::of(l.mean()) == c).collect()).collect();
+    let groups: Vec<Vec<&ImageLabel>> = classes.iter().map(|&c| labels.iter().copied().filter(|l| ScoreClass::of(l.mean()) == c).collect()).collect();
     let groups = if groups.iter().all(|g| g.len() >= 10) {
         groups
     } else {
@@ -263,7 +249,11 @@ pub fn report_markdown(model: OutputKind, weights_name: &str, sets: &[(String, M
     let rmser = |i: usize| set(i).and_then(|(_, m)| m.rmser).map_or("—".to_string(), |r| format!("{:.2}%", 100.0 * r));
     match model {
         OutputKind::Regression => {
-            md += &format!("Table 1 (MSE):\n\n| model | RS-test (paper) / {} (here) | ED-test (paper) / {} (here) |\n|---|---|---|\n", set_name(0), set_name(1));
+            md += &format!(
+                "Table 1 (MSE):\n\n| model | RS-test (paper) / {} (here) | ED-test (paper) / {} (here) |\n|---|---|---|\n",
+                set_name(0),
+                set_name(1)
+            );
             for (name, rs, ed) in PAPER_TABLE_1 {
                 md += &format!("| paper {name} | {rs:.4} | {ed:.4} |\n");
             }
@@ -284,7 +274,6 @@ pub fn report_markdown(model: OutputKind, weights_name: &str, sets: &[(String, M
     md
 }
 
-
 /// What `eval` writes: report.json (this, serialised once) and report.md ([`Report::markdown`]).
 pub struct Report {
     pub models: Vec<ModelReport>,
@@ -303,7 +292,6 @@ pub struct ModelReport {
     pub sets: Vec<(String, Metrics)>,
     pub crop_ranking: Option<CropRanking>,
 }
-
 /// The distillation set's crop-ranking check ([`crop_ranking_srcc`]).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct CropRanking {
@@ -496,6 +484,38 @@ fn paired_comparisons(set: &str, names: &[String], per_model: &[Vec<Scored>]) ->
     rows
 }
 
+/// The distillation set's crop-ranking check: for each source photo, the Spearman correlation
+/// between predicted and teacher scores over its undegraded crops (`variant` = `crop<x>,<y>,<w>,<h>`
+/// with no `+degradation`), averaged over photos with at least 3 such crops.
+pub fn crop_ranking_srcc(variants: &Path, scored: &[Scored]) -> Result<(f64, usize)> {
+    let predicted: BTreeMap<u64, &Scored> = scored.iter().map(|s| (s.id, s)).collect();
+    let mut by_photo: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut reader = csv::Reader::from_path(variants)?;
+    for row in reader.records() {
+        let row = row?;
+        let (Some(id), Some(photo), Some(variant)) = (row.get(0), row.get(2), row.get(3)) else { continue };
+        if !variant.starts_with("crop") || variant.contains('+') {
+            continue;
+        }
+        if let Some(s) = id.parse::<u64>().ok().and_then(|id| predicted.get(&id)) {
+            by_photo.entry(photo.to_string()).or_default().push((f64::from(s.true_score), f64::from(s.predicted_score)));
+        }
+    }
+    let correlations: Vec<f64> = by_photo
+        .values()
+        .filter(|pairs| pairs.len() >= 3)
+        .map(|pairs| {
+            let (truth, predicted): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+            spearman(&truth, &predicted)
+        })
+        .filter(|r| r.is_finite())
+        .collect();
+    if correlations.is_empty() {
+        bail!("{}: no photo with 3 or more undegraded crops among the evaluated images", variants.display());
+    }
+    Ok((correlations.iter().sum::<f64>() / correlations.len() as f64, correlations.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,36 +574,4 @@ mod tests {
         assert!((m.rmser.unwrap() - (0.25f64 / 3.0).sqrt() / 1.5).abs() < 1e-9);
         assert_eq!(m.mse_by_score.len(), 3);
     }
-}
-
-/// The distillation set's crop-ranking check: for each source photo, the Spearman correlation
-/// between predicted and teacher scores over its undegraded crops (`variant` = `crop<x>,<y>,<w>,<h>`
-/// with no `+degradation`), averaged over photos with at least 3 such crops.
-pub fn crop_ranking_srcc(variants: &Path, scored: &[Scored]) -> Result<(f64, usize)> {
-    let predicted: BTreeMap<u64, &Scored> = scored.iter().map(|s| (s.id, s)).collect();
-    let mut by_photo: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut reader = csv::Reader::from_path(variants)?;
-    for row in reader.records() {
-        let row = row?;
-        let (Some(id), Some(photo), Some(variant)) = (row.get(0), row.get(2), row.get(3)) else { continue };
-        if !variant.starts_with("crop") || variant.contains('+') {
-            continue;
-        }
-        if let Some(s) = id.parse::<u64>().ok().and_then(|id| predicted.get(&id)) {
-            by_photo.entry(photo.to_string()).or_default().push((f64::from(s.true_score), f64::from(s.predicted_score)));
-        }
-    }
-    let correlations: Vec<f64> = by_photo
-        .values()
-        .filter(|pairs| pairs.len() >= 3)
-        .map(|pairs| {
-            let (truth, predicted): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
-            spearman(&truth, &predicted)
-        })
-        .filter(|r| r.is_finite())
-        .collect();
-    if correlations.is_empty() {
-        bail!("{}: no photo with 3 or more undegraded crops among the evaluated images", variants.display());
-    }
-    Ok((correlations.iter().sum::<f64>() / correlations.len() as f64, correlations.len()))
 }

@@ -1,7 +1,6 @@
 //! A trained run → a Loupe weight file whose metadata says how it was made (`export`, and the
 //! `model.loupe` every training run ends with).
 
-
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use loupe::model::{AestheticNet, OutputKind};

@@ -13,7 +13,7 @@ use loupe::preprocess::{InputConvention, input_batch};
 use loupe::weights;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::data::{ImageFolder, Progress};
+use crate::data::ImageFolder;
 use crate::labels::ImageLabel;
 
 /// The cache files' `format` metadata, and the version of their layout this code reads.
@@ -64,10 +64,7 @@ impl CachedRows {
         let rows: Vec<u8> = self.rows.values().flatten().flat_map(|v| v.to_le_bytes()).collect();
         let n = self.rows.len();
         let [c, h, w] = self.shape;
-        let tensors = [
-            ("ids", TensorView::new(Dtype::U64, vec![n], &ids)?),
-            ("rows", TensorView::new(Dtype::F32, vec![n, c, h, w], &rows)?),
-        ];
+        let tensors = [("ids", TensorView::new(Dtype::U64, vec![n], &ids)?), ("rows", TensorView::new(Dtype::F32, vec![n, c, h, w], &rows)?)];
         let metadata = HashMap::from([("format".to_string(), FORMAT.to_string()), ("version".to_string(), FORMAT_VERSION.to_string())]);
         let temporary = path.with_extension("tmp");
         safetensors::serialize_to_file(tensors, Some(metadata), &temporary)?;
@@ -143,13 +140,7 @@ impl FeatureCache {
         }
         let mut backbone = net.backbone.valid().to_device(device);
         backbone.prepare_for(device);
-        let mut progress = Progress::new("backbone features", missing.len());
-        for chunk in missing.chunks(batch.max(1)) {
-            let (loaded, inputs) = images.load_batch(chunk);
-            progress.inc(chunk.len());
-            if loaded.is_empty() {
-                continue;
-            }
+        images.for_each_batch(&missing, batch, "backbone features", |loaded, inputs| {
             let ids: Vec<u64> = loaded.iter().map(|l| l.id).collect();
             let features = backbone.forward_features(input_batch(&inputs, input, device), with_statistics);
             let [_, c, h, w] = features.map.dims();
@@ -158,8 +149,8 @@ impl FeatureCache {
                 let width = statistics.dims()[1];
                 rows.insert(&ids, values(statistics)?, [width, 1, 1]);
             }
-        }
-        progress.finish();
+            Ok(())
+        })?;
         if let Some(path) = cache_file {
             cached.map.write(path)?;
         }
@@ -177,9 +168,8 @@ impl FeatureCache {
     pub fn batch(&self, labels: &[&ImageLabel], device: &Device) -> BackboneFeatures {
         let [c, h, w] = self.map.shape;
         let map = Tensor::from_data(TensorData::new(self.map.batch(labels), [labels.len(), c, h, w]), device);
-        let block_statistics = self.statistics.as_ref().map(|rows| {
-            Tensor::from_data(TensorData::new(rows.batch(labels), [labels.len(), rows.shape[0]]), device)
-        });
+        let block_statistics =
+            self.statistics.as_ref().map(|rows| Tensor::from_data(TensorData::new(rows.batch(labels), [labels.len(), rows.shape[0]]), device));
         BackboneFeatures { map, block_statistics }
     }
 

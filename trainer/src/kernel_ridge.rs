@@ -31,16 +31,9 @@ pub const MAX_IMAGES: usize = 20_000;
 /// labels' mean scores `y` and sample weights (positive), with ridge penalty `ridge`. Returns
 /// the fitted head's weighted MSE on these images. The fit runs on the CPU whatever `device`
 /// is; the layers keep the device they are on.
-pub fn fit_quadratic_head(
-    layers: &mut QuadraticLayers,
-    inputs: &[f32],
-    y: &[f32],
-    weights: &[f32],
-    ridge: f64,
-    _device: &Device,
-) -> Result<f64> {
+pub fn fit_quadratic_head(layers: &mut QuadraticLayers, inputs: &[f32], y: &[f32], weights: &[f32], ridge: f64, _device: &Device) -> Result<f64> {
     let n = y.len();
-    if n == 0 || inputs.len() % n != 0 || weights.len() != n {
+    if n == 0 || !inputs.len().is_multiple_of(n) || weights.len() != n {
         bail!("closed form: {} inputs for {n} labels and {} weights", inputs.len(), weights.len());
     }
     if n > MAX_IMAGES {
@@ -81,12 +74,12 @@ pub fn fit_quadratic_head(
         1.0,
         par,
     );
-    for j in 0..n {
+    for (j, weight) in w.iter().enumerate() {
         let column = &mut system.col_as_slice_mut(j)[j..];
         for g in column.iter_mut() {
             *g = (1.0 + *g) * (1.0 + *g);
         }
-        column[0] += ridge / w[j];
+        column[0] += ridge / weight;
     }
     let centred: Vec<f64> = y.iter().map(|&v| f64::from(v) - y_mean).collect();
     let alpha = solve_in_place(system.as_mut(), &centred, par)?;
@@ -182,13 +175,11 @@ fn solve_in_place(mut a: MatMut<'_, f64>, b: &[f64], par: Par) -> Result<Vec<f64
     }
     let mut scratch = MemBuffer::try_new(cholesky_in_place_scratch::<f64>(n, par, Default::default()))
         .map_err(|_| anyhow!("out of memory for the Cholesky factorisation's scratch (n = {n})"))?;
-    cholesky_in_place(a.as_mut(), Default::default(), par, MemStack::new(&mut scratch), Default::default()).map_err(
-        |error| match error {
-            LltError::NonPositivePivot { index } => {
-                anyhow!("the kernel system is not positive definite (pivot {index}): raise --ridge")
-            }
-        },
-    )?;
+    cholesky_in_place(a.as_mut(), Default::default(), par, MemStack::new(&mut scratch), Default::default()).map_err(|error| match error {
+        LltError::NonPositivePivot { index } => {
+            anyhow!("the kernel system is not positive definite (pivot {index}): raise --ridge")
+        }
+    })?;
     let mut x = Mat::<f64>::from_fn(n, 1, |i, _| b[i]);
     let mut no_scratch = MemBuffer::new(StackReq::EMPTY);
     solve_in_place_with_conj(a.as_ref(), Conj::No, x.as_mut(), par, MemStack::new(&mut no_scratch));
@@ -225,9 +216,7 @@ fn eigenpairs(q: MatRef<'_, f64>, rank: usize) -> Result<(Vec<f64>, Vec<f32>)> {
             }
         }
     }
-    let decomposition = q
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|error| anyhow!("the quadratic form's eigendecomposition failed: {error:?}"))?;
+    let decomposition = q.self_adjoint_eigen(Side::Lower).map_err(|error| anyhow!("the quadratic form's eigendecomposition failed: {error:?}"))?;
     let values: Vec<f64> = decomposition.S().column_vector().iter().copied().collect();
     let vectors = decomposition.U();
     let mut order: Vec<usize> = (0..d).collect();

@@ -160,10 +160,7 @@ pub fn read_id_list(path: &Path) -> Result<Vec<u64>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            l.trim()
-                .trim_end_matches(".jpg")
-                .parse()
-                .with_context(|| format!("{} line {}: '{l}' is not an image id", path.display(), i + 1))
+            l.trim().trim_end_matches(".jpg").parse().with_context(|| format!("{} line {}: '{l}' is not an image id", path.display(), i + 1))
         })
         .collect()
 }

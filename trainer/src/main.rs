@@ -10,15 +10,7 @@ use loupe_train::args::{Cli, Command, DataCommand};
 use loupe_train::{eval, export, stats, train};
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line: the error and its causes.
-            let chain: Vec<String> = error.chain().map(|e| e.to_string()).collect();
-            eprintln!("loupe-train: {}", chain.join(": "));
-            ExitCode::FAILURE
-        }
-    }
+    loupe_cli::exit_with("loupe-train", run(Cli::parse()))
 }
 
 fn run(cli: Cli) -> Result<()> {

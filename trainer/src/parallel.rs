@@ -118,7 +118,7 @@ mod tests {
 
         let one = split_into_shards(&refs, Vec::new(), &weights, 1);
         assert_eq!(one.len(), 1);
-        let (loss_one, grads_one) = data_parallel_gradients(&model, &[device.clone()], one, shard_loss);
+        let (loss_one, grads_one) = data_parallel_gradients(&model, std::slice::from_ref(&device), one, shard_loss);
 
         // Three devices (all flex here; GPUs in real use): shards of 3, 3 and 2 images, each
         // weighted by its share of the batch's sample weight, computed on three threads.

@@ -193,7 +193,18 @@ mod tests {
     fn splits_are_disjoint_balanced_and_seeded() {
         // 60 low, 200 average, 40 high images.
         let labels: Vec<ImageLabel> = (0..300)
-            .map(|i| label(i, if i < 60 { 1 } else if i < 260 { 4 } else { 8 }))
+            .map(|i| {
+                label(
+                    i,
+                    if i < 60 {
+                        1
+                    } else if i < 260 {
+                        4
+                    } else {
+                        8
+                    },
+                )
+            })
             .collect();
         let a = paper_splits(&labels, 50, 20, 1).unwrap();
         assert_eq!(a.rs_test.len(), 50);

@@ -119,4 +119,3 @@ pub fn weights_for(sets: &[(String, Vec<&ImageLabel>)], bins: usize, max_weight:
     let scores: Vec<f32> = train.1.iter().map(|l| l.mean()).collect();
     sample_weights(&scores, bins, max_weight)
 }
-

@@ -16,9 +16,9 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
-use loupe::rng::SplitMix64;
 use loupe::model::{AestheticNet, HISTOGRAM_BINS, HeadKind, HeadLayers, ModelConfig, OutputKind, values};
 use loupe::preprocess::{InputConvention, input_batch};
+use loupe::rng::SplitMix64;
 use loupe::weights::{self, Precision};
 use serde::{Deserialize, Serialize};
 
@@ -89,9 +89,7 @@ fn default_ridge() -> f64 {
 impl TrainConfig {
     /// Settings that cannot work together, refused before any work.
     pub fn check(&self) -> Result<()> {
-        if self.closed_form
-            && !(self.freeze_backbone && self.model.head == HeadKind::Quadratic && self.model.output == OutputKind::Regression)
-        {
+        if self.closed_form && !(self.freeze_backbone && self.model.head == HeadKind::Quadratic && self.model.output == OutputKind::Regression) {
             bail!("--closed-form fits a regression model with --head quadratic on a frozen backbone (--freeze-backbone)");
         }
         Ok(())
@@ -102,10 +100,7 @@ pub fn make_optimizer(config: &TrainConfig) -> ModuleOptimizer {
     let decay = (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay));
     match config.optimizer {
         Optimizer::Adam => AdamConfig::new().with_weight_decay(decay).init(),
-        Optimizer::Sgd => SgdConfig::new()
-            .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
-            .with_weight_decay(decay)
-            .init(),
+        Optimizer::Sgd => SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0))).with_weight_decay(decay).init(),
     }
 }
 
@@ -254,14 +249,21 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
         let cache_file = feature_cache_dir.map(|dir| FeatureCache::file_in(dir, &net, config.input));
         let refs: Vec<&ImageLabel> = train_labels.iter().collect();
         let with_statistics = net.head.layers().reads_block_statistics();
-        Some(FeatureCache::load_or_compute(&net, with_statistics, &refs, &images, config.input, config.batch, &device.clone().inner(), cache_file.as_deref())?)
+        Some(FeatureCache::load_or_compute(
+            &net,
+            with_statistics,
+            &refs,
+            &images,
+            config.input,
+            config.batch,
+            &device.clone().inner(),
+            cache_file.as_deref(),
+        )?)
     } else {
         None
     };
-    let usable: Vec<&ImageLabel> = train_labels
-        .iter()
-        .filter(|l| features.as_ref().is_none_or(|f| f.contains(l.id)) && !state.failed_images.contains_key(&l.id))
-        .collect();
+    let usable: Vec<&ImageLabel> =
+        train_labels.iter().filter(|l| features.as_ref().is_none_or(|f| f.contains(l.id)) && !state.failed_images.contains_key(&l.id)).collect();
     if usable.is_empty() {
         bail!("none of the training images could be read from {}", config.images.display());
     }
@@ -294,8 +296,7 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
                 bar.inc(chunk.len() as u64);
                 continue;
             }
-            let sample_w: Vec<f32> =
-                batch.iter().map(|l| if config.weighted { weights.weight(l.mean()) } else { 1.0 }).collect();
+            let sample_w: Vec<f32> = batch.iter().map(|l| if config.weighted { weights.weight(l.mean()) } else { 1.0 }).collect();
             let batch_weight: f64 = sample_w.iter().map(|&w| f64::from(w)).sum();
             let shards = split_into_shards(&batch, images_in_batch, &sample_w, devices.len());
             let (value, grads) = data_parallel_gradients(&net, &devices, shards, |replica: &AestheticNet, shard: Shard, device| {

@@ -55,11 +55,7 @@ fn write_dataset(dir: &Path, name: &str, scores: &[f32], first_id: u64, rng: &mu
 
 fn loupe(args: &[&str]) -> String {
     let output = Command::new(LOUPE).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "loupe {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "loupe {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -69,10 +65,7 @@ fn metadata(path: &Path) -> loupe::weights::WeightMetadata {
 }
 
 fn train_args<'a>(labels: &'a str, images: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "train", "--labels", labels, "--images", images, "--out", out, "--init", "random",
-        "--width-divisor", "16", "--seed", "1",
-    ];
+    let mut args = vec!["train", "--labels", labels, "--images", images, "--out", out, "--init", "random", "--width-divisor", "16", "--seed", "1"];
     args.extend_from_slice(extra);
     args
 }
@@ -91,9 +84,7 @@ fn training_learns_brightness_with_and_without_sample_weights() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Lcg(7);
     // Train: skewed like AVA (most scores near 5, few extremes). Test: evenly spread.
-    let train_scores: Vec<f32> = (0..256)
-        .map(|i| if i % 4 == 0 { 2.0 + 6.0 * rng.next() } else { 4.3 + 1.4 * rng.next() })
-        .collect();
+    let train_scores: Vec<f32> = (0..256).map(|i| if i % 4 == 0 { 2.0 + 6.0 * rng.next() } else { 4.3 + 1.4 * rng.next() }).collect();
     let test_scores: Vec<f32> = (0..24).map(|i| 2.0 + 6.0 * i as f32 / 23.0).collect();
     let train = write_dataset(dir.path(), "train.txt", &train_scores, 1, &mut rng);
     let test = write_dataset(dir.path(), "test.txt", &test_scores, 1000, &mut rng);
@@ -110,9 +101,7 @@ fn training_learns_brightness_with_and_without_sample_weights() {
         let out = dir.path().join(name);
         let out_s = out.to_str().unwrap();
         // 9 one-point bins: with 256 images, the paper's 90 bins would hold 0-3 images each.
-        let mut flags = vec![
-            "--freeze-backbone", "--epochs", "30", "--lr", "1e-3", "--batch", "32", "--plateau-patience", "4", "--bins", "9",
-        ];
+        let mut flags = vec!["--freeze-backbone", "--epochs", "30", "--lr", "1e-3", "--batch", "32", "--plateau-patience", "4", "--bins", "9"];
         flags.extend(extra);
         loupe(&train_args(train, images, out_s, &flags));
         let state = run_state(&out).unwrap();
@@ -133,8 +122,17 @@ fn training_learns_brightness_with_and_without_sample_weights() {
         for pass in ["computes", "reads"] {
             let cached_dir = out.join(format!("eval-cached-{pass}"));
             loupe(&[
-                "eval", "-w", model.to_str().unwrap(), "--labels", test, "--images", images, "-o", cached_dir.to_str().unwrap(),
-                "--feature-cache", cache.to_str().unwrap(),
+                "eval",
+                "-w",
+                model.to_str().unwrap(),
+                "--labels",
+                test,
+                "--images",
+                images,
+                "-o",
+                cached_dir.to_str().unwrap(),
+                "--feature-cache",
+                cache.to_str().unwrap(),
             ]);
             let cached = &report(&cached_dir)["regression"]["all"];
             for metric in ["mse", "plcc", "min_prediction", "max_prediction"] {
@@ -143,10 +141,8 @@ fn training_learns_brightness_with_and_without_sample_weights() {
             }
             // The compact runs froze the same random backbone (seed 1): one file of maps serves
             // both (the statistics head adds a file of block statistics beside its maps).
-            let maps = std::fs::read_dir(&cache)
-                .unwrap()
-                .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().contains("statistics"))
-                .count();
+            let maps =
+                std::fs::read_dir(&cache).unwrap().filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().contains("statistics")).count();
             assert_eq!(maps, 1, "the feature cache was not reused");
         }
         assert!(all["plcc"].as_f64().unwrap() > 0.8, "{name}: held-out predictions do not follow the labels");
@@ -319,9 +315,7 @@ fn data_split_on_real_ava_rows() {
             .unwrap();
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        let read = |f: &str| -> Vec<u64> {
-            std::fs::read_to_string(out.join(f)).unwrap().lines().map(|l| l.parse().unwrap()).collect()
-        };
+        let read = |f: &str| -> Vec<u64> { std::fs::read_to_string(out.join(f)).unwrap().lines().map(|l| l.parse().unwrap()).collect() };
         (read("train.txt"), read("rs_test.txt"), read("ed_test.txt"), stderr)
     };
     let (train, rs, ed, stderr) = split("a", "5");
