@@ -10,8 +10,24 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// A binary's `main`: parses the command line and runs it. Every failure, a bad flag value
+/// included, is one line on stderr (`name: ...`) and exit code 1; `--help` and `--version` print
+/// as clap prints them.
+pub fn run_main<C: clap::Parser>(name: &str, run: impl FnOnce(C) -> Result<()>) -> std::process::ExitCode {
+    let result = match C::try_parse() {
+        Ok(cli) => run(cli),
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            Err(anyhow::anyhow!("{}", first.strip_prefix("error: ").unwrap_or(first)))
+        }
+    };
+    exit_with(name, result)
+}
+
 /// A binary's exit: success, or the error and its causes on one line of stderr (`name: ...`).
-pub fn exit_with(name: &str, result: Result<()>) -> std::process::ExitCode {
+fn exit_with(name: &str, result: Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

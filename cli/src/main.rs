@@ -10,12 +10,11 @@ mod weight_files;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
 
 use args::{Cli, Command};
 
 fn main() -> ExitCode {
-    loupe_cli::exit_with("loupe", run(Cli::parse()))
+    loupe_cli::run_main::<Cli>("loupe", run)
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -4,13 +4,12 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
 use loupe_cli::device::parse_devices;
 use loupe_train::args::{Cli, Command, DataCommand};
 use loupe_train::{eval, export, stats, train};
 
 fn main() -> ExitCode {
-    loupe_cli::exit_with("loupe-train", run(Cli::parse()))
+    loupe_cli::run_main::<Cli>("loupe-train", run)
 }
 
 fn run(cli: Cli) -> Result<()> {
