@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use loupe::Scorer;
+use loupe::{Scorer, weights};
 
 use crate::{device, read};
 
@@ -30,6 +30,12 @@ impl ModelArgs {
     /// One scorer per model in the files (a backbone file joins the heads after it), on the
     /// device; says so on stderr when a model's head is untrained.
     pub fn load_scorers(&self) -> Result<Vec<Scorer>> {
+        Ok(self.load_named_scorers()?.0)
+    }
+
+    /// [`ModelArgs::load_scorers`], and beside each scorer the path of its file (a backbone file
+    /// names no model).
+    pub fn load_named_scorers(&self) -> Result<(Vec<Scorer>, Vec<String>)> {
         let paths = self.weight_paths();
         if paths.is_empty() {
             bail!("no weights: pass --weights FILE (make one with `loupe import-vgg16`)");
@@ -44,6 +50,13 @@ impl ModelArgs {
                 eprintln!("note: the {} model has an untrained head: its scores are not meaningful", scorer.output().name());
             }
         }
-        Ok(scorers)
+        // The scorers come in file order, backbone files left out.
+        let model_names = names
+            .into_iter()
+            .zip(&files)
+            .filter(|(_, bytes)| weights::read_header(bytes).is_ok_and(|(metadata, _)| metadata.part != weights::Part::Backbone))
+            .map(|(name, _)| name)
+            .collect();
+        Ok((scorers, model_names))
     }
 }

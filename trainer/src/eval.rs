@@ -8,8 +8,6 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use loupe::Scorer;
 use loupe::model::OutputKind;
-use loupe::weights;
-use loupe_cli::read;
 use serde::Serialize;
 
 use crate::args::EvalArgs;
@@ -387,7 +385,7 @@ impl Report {
 /// `eval`: every model on every test set (RS-test and ED-test with `--splits`; else all images and
 /// a balanced subset). Each image is scored once, and models sharing a backbone run it once.
 pub fn run(args: &EvalArgs) -> Result<Report> {
-    let scorers = args.model.load_scorers()?;
+    let (scorers, names) = args.model.load_named_scorers()?;
     let labels = Labels::read(&args.data.labels)?;
     labels.warn_about_bad_rows();
     let all: Vec<&ImageLabel> = labels.images.iter().collect();
@@ -399,15 +397,6 @@ pub fn run(args: &EvalArgs) -> Result<Report> {
         bail!("no labelled test images to evaluate");
     }
     let images = ImageFolder::new(&args.data.images, true);
-    // One name per model (a backbone file is not a model).
-    let names: Vec<String> = args
-        .model
-        .weight_paths()
-        .into_iter()
-        .filter(|p| read(p).ok().and_then(|b| weights::read_header(&b).ok().map(|(m, _)| m.part)) != Some(weights::Part::Backbone))
-        .map(|p| p.display().to_string())
-        .collect();
-
     // Every image once, even when it belongs to several sets (all / balanced).
     let mut union: Vec<&ImageLabel> = sets.iter().flat_map(|(_, set)| set.iter().copied()).collect();
     union.sort_by_key(|l| l.id);

@@ -89,8 +89,9 @@ impl CachedRows {
             bail!("ids {:?} {:?} and rows {:?} {:?} do not match", ids.dtype(), ids.shape(), rows.dtype(), rows.shape());
         }
         let ids = ids.data().chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-        let values: Vec<f32> = rows.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
-        let rows = ids.zip(values.chunks_exact(c * h * w).map(<[f32]>::to_vec)).collect();
+        // Row by row from the file's bytes: no second copy of the whole cache.
+        let row = |bytes: &[u8]| bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
+        let rows = ids.zip(rows.data().chunks_exact(4 * c * h * w).map(row)).collect();
         Ok(Self { rows, shape: [c, h, w] })
     }
 
