@@ -56,6 +56,14 @@ struct Args {
     /// Skip the brute force; print where the fast search's time goes.
     #[arg(long)]
     fast_only: bool,
+    /// The fast search's settings (default: the library's): exact re-scores, whole-photo passes,
+    /// and the largest side a pass may resize the photo to.
+    #[arg(long)]
+    rerank: Option<usize>,
+    #[arg(long)]
+    levels: Option<usize>,
+    #[arg(long)]
+    max_level_side: Option<u32>,
     /// Weight files (.loupe) and photos.
     files: Vec<PathBuf>,
     /// Passed by `cargo bench`.
@@ -64,7 +72,14 @@ struct Args {
 }
 
 fn main() {
-    let Args { device: device_name, candidates, seed, layout, dump, exact_from, aspects, fast_only, files, bench: _ } = Args::parse();
+    let Args { device: device_name, candidates, seed, layout, dump, exact_from, aspects, fast_only, rerank, levels, max_level_side, files, bench: _ } =
+        Args::parse();
+    let defaults = FastCropOptions::default();
+    let options = FastCropOptions {
+        rerank: rerank.unwrap_or(defaults.rerank),
+        levels: levels.unwrap_or(defaults.levels),
+        max_level_side: max_level_side.unwrap_or(defaults.max_level_side),
+    };
     let (mut weights, mut photos): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| f.extension().is_some_and(|e| e == "loupe"));
     if weights.is_empty() {
         weights = vec!["weights/backbone.loupe".into(), "weights/regression.loupe".into()];
@@ -83,7 +98,7 @@ fn main() {
     let scorer = Scorer::from_weight_files(&slices, &device).expect("weights").remove(0);
     let weights = weights.iter().map(|w| w.display().to_string()).collect::<Vec<_>>().join(" + ");
     println!(
-        "weights {weights} (head trained: {}), device {device_name}, {candidates} candidates ({layout:?}, seed {seed})",
+        "weights {weights} (head trained: {}), device {device_name}, {candidates} candidates ({layout:?}, seed {seed}), fast search {options:?}",
         scorer.metadata.head_trained
     );
 
@@ -95,7 +110,7 @@ fn main() {
     let forward = started.elapsed().as_secs_f64();
 
     if fast_only {
-        time_breakdown(&scorer, &photos, &aspects, candidates, seed, layout, forward);
+        time_breakdown(&scorer, &photos, &aspects, candidates, seed, layout, &options, forward);
         return;
     }
     if let Some(dir) = &dump {
@@ -123,7 +138,7 @@ fn main() {
             };
             let exact_s = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let fast = fast_crop_search(&scorer, &image, &request, &FastCropOptions::default(), |_, _| {}).unwrap();
+            let fast = fast_crop_search(&scorer, &image, &request, &options, |_, _| {}).unwrap();
             let fast_s = t.elapsed().as_secs_f64();
             let same = fast[0].rect == exact[0].rect;
             let close = (exact[0].score - fast[0].score) <= 0.05;
@@ -133,7 +148,7 @@ fn main() {
             exact_total += exact_s;
 
             // Diagnostics (untimed): every candidate's estimate against its exact score.
-            let estimates = estimate_crop_scores(&scorer, &image, &rects, &FastCropOptions::default(), |_, _| {}).unwrap();
+            let estimates = estimate_crop_scores(&scorer, &image, &rects, &options, |_, _| {}).unwrap();
             let exact_of: HashMap<Rect, f32> = exact.iter().map(|c| (c.rect, c.score)).collect();
             let exact_scores: Vec<f32> = estimates.iter().map(|e| exact_of[&e.rect]).collect();
             let estimate_scores: Vec<f32> = estimates.iter().map(|e| e.score).collect();
@@ -169,8 +184,9 @@ fn main() {
     if exact_from.is_some() {
         // Brute-force times were not measured: the speed columns would be meaningless.
         println!(
-            "\nagreement {agree}/{runs} ({:.0}%); fast search = {:.1} forwards",
+            "\nagreement {agree}/{runs} ({:.0}%); fast search {:.2} s = {:.1} forwards",
             100.0 * agree as f64 / runs as f64,
+            fast_total / runs as f64,
             fast_total / runs as f64 / forward
         );
     } else {
@@ -187,7 +203,7 @@ fn main() {
         [8, 16, 24, 32, 48, 64].iter().map(|&k| format!("{k}: {}/{runs}", needed_per_row.iter().filter(|&&n| n <= k).count())).collect();
     println!(
         "agreement if the top K by estimate alone were re-scored, from this run's scores (the search re-scores {} in two stages): {}",
-        FastCropOptions::default().rerank,
+        options.rerank,
         what_if.join(", ")
     );
 }
@@ -195,10 +211,19 @@ fn main() {
 /// `--fast-only`: the fast search per photo and aspect, and where its time goes. The parts are
 /// timed on their own (the estimate step again, then the whole search), so re-scoring = whole
 /// search − estimates, and level passes = estimates up to the last pass's progress report.
-fn time_breakdown(scorer: &Scorer, photos: &[PathBuf], aspects: &[String], candidates: usize, seed: u64, layout: CandidateLayout, forward: f64) {
+#[allow(clippy::too_many_arguments)]
+fn time_breakdown(
+    scorer: &Scorer,
+    photos: &[PathBuf],
+    aspects: &[String],
+    candidates: usize,
+    seed: u64,
+    layout: CandidateLayout,
+    options: &FastCropOptions,
+    forward: f64,
+) {
     println!("| photo | aspect | decode ms | level passes s | estimates s | exact re-scores s | fast search s | = forwards |");
     println!("|---|---|---|---|---|---|---|---|");
-    let options = FastCropOptions::default();
     let mut total = 0.0;
     let mut rows = 0;
     for photo in photos {
@@ -211,7 +236,7 @@ fn time_breakdown(scorer: &Scorer, photos: &[PathBuf], aspects: &[String], candi
             let rects = loupe::crop::candidates(image.width(), image.height(), &request).unwrap();
             let t = Instant::now();
             let mut levels_done = None;
-            estimate_crop_scores(scorer, &image, &rects, &options, |done, _| {
+            estimate_crop_scores(scorer, &image, &rects, options, |done, _| {
                 if done == options.levels {
                     levels_done = Some(t.elapsed().as_secs_f64());
                 }
@@ -220,7 +245,7 @@ fn time_breakdown(scorer: &Scorer, photos: &[PathBuf], aspects: &[String], candi
             let estimates_s = t.elapsed().as_secs_f64();
             let levels_s = levels_done.unwrap_or(estimates_s);
             let t = Instant::now();
-            fast_crop_search(scorer, &image, &request, &options, |_, _| {}).unwrap();
+            fast_crop_search(scorer, &image, &request, options, |_, _| {}).unwrap();
             let fast_s = t.elapsed().as_secs_f64();
             total += fast_s;
             rows += 1;

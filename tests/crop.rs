@@ -99,6 +99,13 @@ fn impossible_requests_are_refused() {
     assert!("0:1".parse::<CropShape>().is_err());
     assert!(random_candidates(640, 427, &request("1000x10", 10, 0)).is_err());
     assert!(random_candidates(640, 427, &request("1:1", 0, 0)).is_err());
+    // A count from a flag or a widget attribute: refused before anything is allocated.
+    for huge in [loupe::crop::MAX_CANDIDATES + 1, usize::MAX] {
+        for layout in [CandidateLayout::Random, CandidateLayout::Grid] {
+            let error = candidates(640, 427, &CropRequest { layout, ..request("1:1", huge, 0) }).unwrap_err();
+            assert!(error.to_string().contains("candidates"), "{error}");
+        }
+    }
     // A 1xN strip has no usable square.
     assert!(random_candidates(1, 500, &request("1:1", 10, 0)).is_err());
     let mut bad_scale = request("1:1", 10, 0);
@@ -145,7 +152,7 @@ fn fast_search_keeps_the_contract_of_the_reference() {
             for aspect in ["1:1", "16:9", "4:5"] {
                 let mut req = request(aspect, 48, 11);
                 req.top_k = 3;
-                let options = FastCropOptions { rerank: 12, levels: 3 };
+                let options = FastCropOptions { rerank: 12, levels: 3, ..FastCropOptions::default() };
                 let mut last = (0, 0);
                 let fast = fast_crop_search(&scorer, &image, &req, &options, |d, t| last = (d, t)).unwrap();
                 assert_eq!(last.0, last.1, "progress must reach its total");
@@ -170,6 +177,16 @@ fn fast_search_keeps_the_contract_of_the_reference() {
         // weights by `cargo bench --bench crop`); here it is reported, the contract is asserted.
         println!("{head:?} head: fast vs brute force agreement (random tiny model): {agreements}/{runs}");
     }
+}
+
+#[test]
+fn nan_scores_rank_last_in_the_crop_ranking() {
+    use loupe::crop::{Rect, ScoredCrop, best_crops};
+    let crop = |x, score| ScoredCrop { rect: Rect { x, y: 0, width: 16, height: 16 }, score };
+    let ranked = best_crops(vec![crop(0, f32::NAN), crop(1, 4.0), crop(2, -f32::NAN), crop(3, 6.0)], 4);
+    let order: Vec<u32> = ranked.iter().map(|c| c.rect.x).collect();
+    assert_eq!(&order[..2], &[3, 1]);
+    assert!(ranked[2..].iter().all(|c| c.score.is_nan()));
 }
 
 #[test]

@@ -22,8 +22,8 @@ use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
 
 /// VGG16's feature map stride (five 2x2 pools).
 const STRIDE: f32 = crate::model::vgg16::STRIDE as f32;
-/// No scale level resizes the photo beyond this many pixels on a side (bounds the cost).
-const MAX_LEVEL_SIDE: u32 = 1344;
+/// By default no scale level resizes the photo beyond this many pixels on a side (bounds the cost).
+pub const DEFAULT_MAX_LEVEL_SIDE: u32 = 1344;
 /// Candidates re-scored exactly by default. The shared-map estimates rank crops well overall but
 /// not finely: each level carries its own offset, and the exact scores jitter between crops a few
 /// pixels apart (resampling and zero padding at the crop's edges, which a shared map never sees)
@@ -50,11 +50,14 @@ pub struct FastCropOptions {
     pub rerank: usize,
     /// Backbone passes over the whole photo, at sizes spread over the candidates' sizes.
     pub levels: usize,
+    /// No level resizes the photo beyond this many pixels on a side: a level that would is run
+    /// smaller, its crops then reach the network under 224 px (cheaper, rougher estimates).
+    pub max_level_side: u32,
 }
 
 impl Default for FastCropOptions {
     fn default() -> Self {
-        Self { rerank: DEFAULT_RERANK, levels: 3 }
+        Self { rerank: DEFAULT_RERANK, levels: 3, max_level_side: DEFAULT_MAX_LEVEL_SIDE }
     }
 }
 
@@ -205,10 +208,20 @@ fn nearest_level(levels: &[Level], rect: &Rect) -> usize {
     (0..levels.len()).min_by(|&a, &b| distance(&levels[a]).total_cmp(&distance(&levels[b]))).unwrap_or(0)
 }
 
-async fn compute_level(scorer: &Scorer, image: &RgbImage, crop_width: f32, crop_height: f32) -> Result<Level> {
+/// The size a level resizes a `width x height` photo to: a crop of `crop_width x crop_height`
+/// becomes 224x224, unless that puts a side over `max_side`; then both sides shrink by the same
+/// factor (the level keeps its aspect). Never under 32 px (one feature cell).
+fn level_input_size(width: u32, height: u32, (crop_width, crop_height): (f32, f32), max_side: u32) -> (u32, u32) {
     let side = INPUT_SIZE as f32;
-    let width = ((image.width() as f32 * side / crop_width).round() as u32).clamp(32, MAX_LEVEL_SIDE);
-    let height = ((image.height() as f32 * side / crop_height).round() as u32).clamp(32, MAX_LEVEL_SIDE);
+    let max_side = max_side.max(32);
+    let (width, height) = (width as f32 * side / crop_width, height as f32 * side / crop_height);
+    let shrink = (max_side as f32 / width.max(height)).min(1.0);
+    (((width * shrink).round() as u32).clamp(32, max_side), ((height * shrink).round() as u32).clamp(32, max_side))
+}
+
+async fn compute_level(scorer: &Scorer, image: &RgbImage, crop_size: (f32, f32), max_side: u32) -> Result<Level> {
+    let (crop_width, crop_height) = crop_size;
+    let (width, height) = level_input_size(image.width(), image.height(), crop_size, max_side);
     let resized = image::imageops::resize(image, width, height, image::imageops::FilterType::Triangle);
     let input = Tensor::<4>::from_data(
         TensorData::new(normalise_chw(&resized, scorer.metadata.input), [1, 3, height as usize, width as usize]),
@@ -257,8 +270,8 @@ pub async fn estimate_crop_scores_async(
     let total = sizes.len() + candidates.len().div_ceil(ESTIMATE_BATCH);
     let mut done = 0;
     let mut levels = Vec::with_capacity(sizes.len());
-    for (w, h) in sizes {
-        levels.push(compute_level(scorer, image, w, h).await?);
+    for size in sizes {
+        levels.push(compute_level(scorer, image, size, options.max_level_side).await?);
         done += 1;
         progress(done, total);
     }
@@ -438,6 +451,17 @@ mod tests {
         assert!(!is_neighbour(&centre, &Rect { x: 75, y: 37, width: 250, height: 125 }));
         assert!(!is_neighbour(&centre, &Rect { x: 120, y: 60, width: 160, height: 80 }));
         assert!(is_neighbour(&centre, &Rect { x: 117, y: 58, width: 167, height: 84 }));
+    }
+
+    #[test]
+    fn levels_map_crops_to_224_px_unless_that_passes_the_side_cap() {
+        // A 320x180 crop of a 640x427 photo: the photo at 448x531 brings it to 224x224.
+        assert_eq!(level_input_size(640, 427, (320.0, 180.0), 1344), (448, 531));
+        // Capped at 448: both sides shrink by 448/531 (the crop reaches the network at 189x189).
+        assert_eq!(level_input_size(640, 427, (320.0, 180.0), 448), (378, 448));
+        // Under the cap nothing changes; never under 32 px.
+        assert_eq!(level_input_size(640, 427, (640.0, 427.0), 448), (224, 224));
+        assert_eq!(level_input_size(100, 60, (100.0, 60.0), 16), (32, 32));
     }
 
     #[test]

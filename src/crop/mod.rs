@@ -13,6 +13,9 @@ use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
 
 /// No crop side below this many pixels.
 pub const MIN_CROP_SIDE: u32 = 16;
+/// At most this many candidates per request: the list is allocated up front, and a count from a
+/// flag, a widget attribute or a JSON option must not be able to exhaust memory (100x the paper's).
+pub const MAX_CANDIDATES: usize = 100_000;
 
 /// The frame a crop must fill.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,8 +167,8 @@ struct CandidateSizes {
 
 impl CandidateSizes {
     fn new(width: u32, height: u32, request: &CropRequest) -> Result<Self> {
-        if request.candidates == 0 {
-            return Err(LoupeError::Crop("at least one candidate is needed".into()));
+        if request.candidates == 0 || request.candidates > MAX_CANDIDATES {
+            return Err(LoupeError::Crop(format!("the number of candidates must be 1..={MAX_CANDIDATES}, got {}", request.candidates)));
         }
         if !(request.min_scale > 0.0 && request.min_scale <= 1.0) {
             return Err(LoupeError::Crop(format!("min_scale must be in (0, 1], got {}", request.min_scale)));
@@ -230,9 +233,11 @@ fn grid_positions(width: u32, height: u32, w: u32, h: u32, count: usize) -> Vec<
     (0..ny).flat_map(|j| (0..nx).map(move |i| Rect { x: spread(i, nx, room_x), y: spread(j, ny, room_y), width: w, height: h })).collect()
 }
 
-/// Keep the `top_k` best, best first (ties: earlier candidate first, so results are stable).
+/// Keep the `top_k` best, best first (ties: earlier candidate first, so results are stable). A NaN
+/// score (broken weights) ranks below every number, never as the best crop.
 pub fn best_crops(mut scored: Vec<ScoredCrop>, top_k: usize) -> Vec<ScoredCrop> {
-    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let rank = |crop: &ScoredCrop| if crop.score.is_nan() { f32::NEG_INFINITY } else { crop.score };
+    scored.sort_by(|a, b| rank(b).total_cmp(&rank(a)));
     scored.truncate(top_k.max(1));
     scored
 }
@@ -267,4 +272,4 @@ pub async fn exhaustive_crop_search_async(
 }
 
 mod fast;
-pub use fast::{DEFAULT_RERANK, FastCropOptions, estimate_crop_scores, estimate_crop_scores_async, fast_crop_search, fast_crop_search_async};
+pub use fast::{DEFAULT_MAX_LEVEL_SIDE, DEFAULT_RERANK, FastCropOptions, estimate_crop_scores, estimate_crop_scores_async, fast_crop_search, fast_crop_search_async};
