@@ -15,17 +15,54 @@ pub struct Prediction {
     /// model only). Small = raters would agree; large = hard to judge.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub std: Option<f32>,
+    /// The score as a person reads it: the share of AVA's 255,502 rated photos whose mean rating
+    /// is below it, in percent ("better than 71% of photos rated on AVA"); see [`ava_percentile`].
+    #[serde(default)]
+    pub percentile: f32,
 }
 
 impl Prediction {
     pub fn from_score(score: f32) -> Self {
-        Self { score, histogram: None, std: None }
+        Self { score, histogram: None, std: None, percentile: ava_percentile(score) }
     }
 
     pub fn from_histogram(histogram: [f32; HISTOGRAM_BINS]) -> Self {
         let (score, std) = histogram_mean_std(&histogram);
-        Self { score, histogram: Some(histogram), std: Some(std) }
+        Self { score, histogram: Some(histogram), std: Some(std), percentile: ava_percentile(score) }
     }
+}
+
+/// Share of AVA's rated photos below each score 1.00, 1.01, ..., 10.00, from the mean ratings of
+/// all 255,502 (written by `scripts/ava-score-table.py` from the AVA vote counts).
+const AVA_SCORE_TABLE: &str = include_str!("ava_score_cdf.csv");
+const AVA_TABLE_STEP: f32 = 0.01;
+
+fn ava_share_below_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        AVA_SCORE_TABLE
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.starts_with("score"))
+            .map(|line| {
+                let share = line.split_once(',').and_then(|(_, share)| share.parse().ok());
+                // The table is compiled in and checked by a test: a bad line is a build mistake.
+                share.expect("src/ava_score_cdf.csv: every line is score,share")
+            })
+            .collect()
+    })
+}
+
+/// Percentage of AVA's rated photos whose mean rating is below `score` (0 at 1 and below, 100 at
+/// 10 and above; linear between the table's 0.01 steps). NaN for NaN.
+pub fn ava_percentile(score: f32) -> f32 {
+    if score.is_nan() {
+        return f32::NAN;
+    }
+    let table = ava_share_below_table();
+    let position = ((score - 1.0) / AVA_TABLE_STEP).clamp(0.0, (table.len() - 1) as f32);
+    let below = (position.floor() as usize).min(table.len() - 2);
+    let t = position - below as f32;
+    100.0 * (table[below] * (1.0 - t) + table[below + 1] * t)
 }
 
 /// Mean and standard deviation of ratings 1..=10 distributed as `histogram` (normalised first, so
@@ -54,6 +91,19 @@ pub fn difficulty_label(std: f32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ava_table_covers_1_to_10_in_hundredths_and_rises() {
+        let table = ava_share_below_table();
+        assert_eq!(table.len(), 901);
+        assert_eq!((table[0], table[900]), (0.0, 1.0));
+        assert!(table.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!((ava_percentile(0.0), ava_percentile(1.0), ava_percentile(10.0), ava_percentile(12.0)), (0.0, 0.0, 100.0, 100.0));
+        assert!(ava_percentile(f32::NAN).is_nan());
+        // Halfway between two steps is halfway between their shares.
+        let (a, b) = (ava_percentile(5.5), ava_percentile(5.51));
+        assert!((ava_percentile(5.505) - (a + b) / 2.0).abs() < 1e-3);
+    }
 
     fn close(a: f32, b: f32) -> bool {
         (a - b).abs() < 1e-4

@@ -5,7 +5,8 @@
 //! const loupe = await Loupe.create(false);          // true = force the CPU
 //! loupe.loadWeights(new Uint8Array(bytes));         // once per model (regression, histogram)
 //! const r = await loupe.score(new Uint8Array(fileBytes));
-//! // r = { score, regression?: { score }, histogramModel?: { score, histogram, std, difficulty }, ms }
+//! // r = { score, percentile, regression?: { score, percentile },
+//! //       histogramModel?: { score, percentile, histogram, std, difficulty }, ms }
 //! const crops = await loupe.crop(fileBytes, { aspect: "16:9", candidates: 200, seed: 1, topK: 5 }, (done, total) => {});
 //! ```
 
@@ -51,6 +52,8 @@ struct ScoreResult {
     /// The headline score: that of the model crops are scored with ([`crop_scorer`]), so a crop's
     /// score compares with it.
     score: f32,
+    /// The headline score's share of AVA's rated photos scored lower, in percent.
+    percentile: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     regression: Option<ModelResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,7 +159,7 @@ impl Loupe {
         let started = now_ms();
         let image = decode_image(image).map_err(js_error)?;
         let images = std::slice::from_ref(&image);
-        let mut headline = None;
+        let mut headline: Option<(f32, f32)> = None;
         let mut regression = None;
         let mut histogram_model = None;
         // One backbone pass feeds both heads when they share a backbone file.
@@ -164,15 +167,15 @@ impl Loupe {
         for (scorer, prediction) in self.scorers.iter().zip(predictions) {
             let Some(prediction) = prediction.into_iter().next() else { continue };
             if std::ptr::eq(scorer, headline_scorer) {
-                headline = Some(prediction.score);
+                headline = Some((prediction.score, prediction.percentile));
             }
             match scorer.output() {
                 OutputKind::Regression => regression = Some(prediction.into()),
                 OutputKind::Histogram => histogram_model = Some(prediction.into()),
             }
         }
-        let score = headline.ok_or_else(|| JsError::new("no model returned a prediction"))?;
-        to_js_value(&ScoreResult { score, regression, histogram_model, ms: now_ms() - started })
+        let (score, percentile) = headline.ok_or_else(|| JsError::new("no model returned a prediction"))?;
+        to_js_value(&ScoreResult { score, percentile, regression, histogram_model, ms: now_ms() - started })
     }
 
     /// The best crops of an image: `[{x, y, width, height, score}, ...]`, best first.

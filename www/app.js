@@ -57,9 +57,10 @@ async function scoreOne(file) {
   current = { bytes, bitmap, name: file.name, crops: [], shown: null };
   $("single").hidden = false;
   drawPreview();
-  // result: {score, regression?: {score}, histogramModel?: {score, histogram, std, difficulty}, ms}
+  // result: {score, percentile, regression?: {score, percentile}, histogramModel?: {score, percentile, histogram, std, difficulty}, ms}
   const { regression, histogramModel: histogram } = result;
   $("score").textContent = result.score.toFixed(2);
+  $("percentile").textContent = `Better than ${Math.round(result.percentile)}% of the 255,502 photos rated on AVA.`;
   $("score").dataset.result = JSON.stringify(result); // exact values, for tests and tools
   const parts = [];
   if (regression) parts.push(`regression ${regression.score.toFixed(2)}`);

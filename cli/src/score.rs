@@ -62,7 +62,7 @@ fn format_predictions(path: &Path, predictions: &[(&str, Prediction)], json: boo
     }
     let mut line = format!("{}", path.display());
     for (name, p) in predictions {
-        line += &format!("  {name}: {:.3}", p.score);
+        line += &format!("  {name}: {:.3} (better than {:.0}% of AVA)", p.score, p.percentile);
         if let (Some(std), Some(histogram)) = (p.std, p.histogram) {
             let bins: Vec<String> = histogram.iter().map(|v| format!("{v:.2}")).collect();
             line += &format!(" std {std:.3} ({}) [{}]", difficulty_label(std), bins.join(" "));

@@ -72,11 +72,17 @@ fn score_prints_both_models_and_matches_the_library() {
         let mean: f64 = bins.iter().enumerate().map(|(k, p)| (k + 1) as f64 * p).sum();
         assert!((histogram_line["score"].as_f64().unwrap() - mean).abs() < 1e-4);
         assert!((histogram_line["std"].as_f64().unwrap() - f64::from(by_library[1].std.unwrap())).abs() < 1e-4);
+        // Each score with its AVA percentile.
+        for (name, prediction) in [("regression", &by_library[0]), ("histogram", &by_library[1])] {
+            let percentile = line[name]["percentile"].as_f64().unwrap();
+            assert!((percentile - f64::from(loupe::prediction::ava_percentile(prediction.score))).abs() < 1e-3, "{name}: {percentile}");
+        }
     }
 
     // The table form names each image and model.
     let table = ok(&["score", "-w", &regression, "-w", &histogram, photo_args[0]]);
     assert!(table.contains("chelsea.jpg") && table.contains("regression:") && table.contains("histogram:") && table.contains("std"), "{table}");
+    assert!(table.contains("% of AVA)"), "{table}");
 }
 
 #[test]

@@ -112,6 +112,10 @@ for (const backend of ["webgpu", "cpu"]) {
       assert.ok(Math.abs(shown.regression.score - native.regression.score) < 1e-3, `wasm ${shown.regression.score} vs native ${native.regression.score}`);
       assert.ok(Math.abs(shown.histogramModel.score - native.histogram.score) < 1e-3, `wasm ${shown.histogramModel.score} vs native ${native.histogram.score}`);
       assert.ok(Math.abs(shown.histogramModel.std - native.histogram.std) < 1e-3);
+      // The AVA percentile: the same as the native CLI's, and said in words on the page.
+      assert.ok(Math.abs(shown.regression.percentile - native.regression.percentile) < 0.05, JSON.stringify(shown));
+      assert.equal(shown.percentile, shown.regression.percentile);
+      assert.equal(await page.locator("#percentile").textContent(), `Better than ${Math.round(shown.percentile)}% of the 255,502 photos rated on AVA.`);
       // The difficulty in words is the library's, for that std.
       assert.ok(shown.histogramModel.difficulty, JSON.stringify(shown));
       assert.equal(await page.locator("#difficulty").textContent(), shown.histogramModel.difficulty);
