@@ -498,6 +498,33 @@ mod tests {
     }
 
     #[test]
+    fn the_cpu_path_gives_the_same_block_grids_as_burns_pools() {
+        let device = Device::flex();
+        let generic = Vgg16::new(16, &device);
+        let mut prepared = generic.clone();
+        prepared.prepare_for(&device);
+        assert!(prepared.is_prepared_for(&device));
+        // Two images, sides that are not multiples of 32: the edge cells are dropped alike.
+        let input = Tensor::<4>::random([2, 3, 70, 100], Distribution::Normal(0.0, 60.0), &device);
+        let (map, grids) = generic.forward_block_grids(input.clone());
+        let (cpu_map, cpu_grids) = prepared.forward_block_grids(input);
+        let close = |a: Vec<f32>, e: Vec<f32>, what: &str| {
+            assert_eq!(a.len(), e.len(), "{what}");
+            let scale = e.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(&e).map(|(a, e)| (a - e).abs()).fold(0.0, f32::max);
+            assert!(worst <= 1e-3 * scale, "{what}: {worst} of {scale}");
+        };
+        close(cpu_map.into_data().to_vec().unwrap(), map.into_data().to_vec().unwrap(), "map");
+        assert_eq!(cpu_grids.len(), 5);
+        for (k, ((mean, squares), (cpu_mean, cpu_squares))) in grids.into_iter().zip(cpu_grids).enumerate() {
+            assert_eq!(cpu_mean.dims(), mean.dims(), "block {k}");
+            assert_eq!(mean.dims()[2..], [2, 3], "block {k}");
+            close(cpu_mean.into_data().to_vec().unwrap(), mean.into_data().to_vec().unwrap(), "mean");
+            close(cpu_squares.into_data().to_vec().unwrap(), squares.into_data().to_vec().unwrap(), "mean of squares");
+        }
+    }
+
+    #[test]
     fn the_whole_grid_gives_the_backbone_block_statistics() {
         let device = Device::flex();
         let backbone = Vgg16::new(16, &device);

@@ -119,6 +119,62 @@ impl CpuVgg16 {
     }
 }
 
+impl CpuVgg16 {
+    /// Like [`super::Vgg16::forward_block_grids`]: the map and, per block, the means of x and x²
+    /// over cells of `cell_of_block(k)` pixels (incomplete cells at the right and bottom edges
+    /// dropped, as a kernel = stride average pool does), `[N, C, H / cell, W / cell]` each. Read
+    /// from the channels-last activations directly: no full-size tensor copy, square or pool per
+    /// block (at a crop level's sizes those cost as much as a fifth of the pass).
+    pub fn block_grids(&self, x: Tensor<4>, cell_of_block: impl Fn(usize) -> usize) -> (Tensor<4>, Vec<(Tensor<4>, Tensor<4>)>) {
+        let device = x.device();
+        let mut grids = Vec::new();
+        let mut collect = |activations: &Nhwc| {
+            let cell = cell_of_block(grids.len());
+            let (mean, mean_of_squares, shape) = cell_means(activations, cell);
+            let tensor = |values| Tensor::from_data(TensorData::new(values, shape), &device);
+            grids.push((tensor(mean), tensor(mean_of_squares)));
+        };
+        let map = self.run_layers(x, Some(&mut collect));
+        (map, grids)
+    }
+}
+
+/// Means of x and of x² over `cell x cell` cells, channels first (`[N, C, H / cell, W / cell]`).
+fn cell_means(activations: &Nhwc, cell: usize) -> (Vec<f32>, Vec<f32>, [usize; 4]) {
+    let [batch, height, width, channels] = activations.shape();
+    let cell = cell.max(1);
+    let (rows, columns) = (height / cell, width / cell);
+    let plane = rows * columns;
+    let (mut mean, mut mean_of_squares) = (vec![0.0f32; batch * channels * plane], vec![0.0f32; batch * channels * plane]);
+    // One cell row at a time, summed channels-last (contiguous), then written channels-first.
+    let (mut sum, mut sum_of_squares) = (vec![0.0f32; columns * channels], vec![0.0f32; columns * channels]);
+    let scale = 1.0 / (cell * cell) as f32;
+    for image in 0..batch {
+        for row in 0..rows {
+            sum.fill(0.0);
+            sum_of_squares.fill(0.0);
+            for y in row * cell..(row + 1) * cell {
+                let line = &activations.data[((image * height + y) * width) * channels..][..columns * cell * channels];
+                for (x, pixel) in line.chunks_exact(channels).enumerate() {
+                    let at = (x / cell) * channels;
+                    for ((s, q), &v) in sum[at..at + channels].iter_mut().zip(&mut sum_of_squares[at..at + channels]).zip(pixel) {
+                        *s += v;
+                        *q += v * v;
+                    }
+                }
+            }
+            for column in 0..columns {
+                for c in 0..channels {
+                    let out = ((image * channels + c) * rows + row) * columns + column;
+                    mean[out] = sum[column * channels + c] * scale;
+                    mean_of_squares[out] = sum_of_squares[column * channels + c] * scale;
+                }
+            }
+        }
+    }
+    (mean, mean_of_squares, [batch, channels, rows, columns])
+}
+
 /// Image `image`'s channel means, then standard deviations (population, plus
 /// [`VARIANCE_EPSILON`] under the root, as the tensor version), appended to `out`.
 fn channel_statistics(activations: &Nhwc, image: usize, out: &mut Vec<f32>) {

@@ -150,6 +150,9 @@ impl Vgg16 {
     /// map's grid): per block `(mean of x, mean of x²)`, each `[N, C_block, H/32, W/32]`. Region
     /// statistics for many crops are then sums over grid cells (the fast crop search).
     pub fn forward_block_grids(&self, x: Tensor<4>) -> (Tensor<4>, Vec<(Tensor<4>, Tensor<4>)>) {
+        if let Some(cpu) = self.cpu_for(&x) {
+            return cpu.block_grids(x, |block| STRIDE >> block);
+        }
         let mut grids = Vec::new();
         let mut collect = |block_output: Tensor<4>| {
             // Block k (from 0) has stride 2^k: a grid cell spans 32 / 2^k of its pixels.
