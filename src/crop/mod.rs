@@ -272,4 +272,7 @@ pub async fn exhaustive_crop_search_async(
 }
 
 mod fast;
-pub use fast::{DEFAULT_MAX_LEVEL_SIDE, DEFAULT_RERANK, FastCropOptions, estimate_crop_scores, estimate_crop_scores_async, fast_crop_search, fast_crop_search_async};
+pub use fast::{
+    DEFAULT_MAX_LEVEL_SIDE, DEFAULT_RERANK, FastCropOptions, estimate_crop_scores, estimate_crop_scores_async, fast_crop_search,
+    fast_crop_search_async,
+};
