@@ -21,8 +21,9 @@ pub struct ImageLabel {
 }
 
 impl ImageLabel {
-    pub fn votes(&self) -> u32 {
-        self.counts.iter().sum()
+    /// All votes (u64: ten u32 counts can add up past u32).
+    pub fn votes(&self) -> u64 {
+        self.counts.iter().map(|&c| u64::from(c)).sum()
     }
 
     /// The aesthetic score: the mean rating.
@@ -116,6 +117,10 @@ fn parse_counts<'a>(fields: impl Iterator<Item = &'a str>) -> Result<[u32; BINS]
     for (slot, field) in counts.iter_mut().zip(fields) {
         *slot = field.trim().parse().map_err(|_| format!("vote count '{field}' is not a whole number"))?;
     }
+    // AVA's largest image has under 600 votes: a total past u32 is a broken row, not a photo.
+    if counts.iter().try_fold(0u32, |total, &c| total.checked_add(c)).is_none() {
+        return Err(format!("vote counts add up to more than {} votes", u32::MAX));
+    }
     Ok(counts)
 }
 
@@ -194,5 +199,17 @@ mod tests {
         assert_eq!(labels.images.len(), 1);
         assert_eq!(labels.images[0].counts[5], 50);
         assert_eq!(labels.bad_rows[0].line, 3);
+    }
+
+    #[test]
+    fn vote_counts_whose_sum_exceeds_u32_are_a_bad_row_not_an_overflow() {
+        let max = u32::MAX;
+        let ava = format!("1 1 {max} 1 0 0 0 0 0 0 0 0 0 0 1\n2 2 {max} 0 0 0 0 0 0 0 0 0 0 0 1\n");
+        let labels = Labels::parse(&ava);
+        assert_eq!(labels.bad_rows.len(), 1, "{:?}", labels.bad_rows);
+        assert_eq!(labels.bad_rows[0].line, 1);
+        assert!(labels.bad_rows[0].reason.contains("add up to more than"), "{}", labels.bad_rows[0].reason);
+        // One count at u32::MAX alone is a (very) valid row.
+        assert_eq!(labels.images[0].votes(), u64::from(max));
     }
 }
