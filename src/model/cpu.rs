@@ -11,7 +11,7 @@ use burn::nn::PaddingConfig2d;
 use burn::tensor::{Device, Tensor, TensorData};
 use conv3x3::{Activation, Conv3x3, Nhwc, max_pool_2x2};
 
-use super::vgg16::{VARIANCE_EPSILON, VggLayer};
+use super::vgg16::{STRIDE, VARIANCE_EPSILON, VggLayer};
 
 #[derive(Clone, Debug)]
 enum CpuLayer {
@@ -117,19 +117,17 @@ impl CpuVgg16 {
         });
         (map, statistics)
     }
-}
 
-impl CpuVgg16 {
     /// Like [`super::Vgg16::forward_block_grids`]: the map and, per block, the means of x and x²
-    /// over cells of `cell_of_block(k)` pixels (incomplete cells at the right and bottom edges
-    /// dropped, as a kernel = stride average pool does), `[N, C, H / cell, W / cell]` each. Read
+    /// over the map's grid cells (block k: `STRIDE >> k` of its pixels; incomplete cells at the
+    /// right and bottom edges dropped, as a kernel = stride average pool does). Read
     /// from the channels-last activations directly: no full-size tensor copy, square or pool per
     /// block (at a crop level's sizes those cost as much as a fifth of the pass).
-    pub fn block_grids(&self, x: Tensor<4>, cell_of_block: impl Fn(usize) -> usize) -> (Tensor<4>, Vec<(Tensor<4>, Tensor<4>)>) {
+    pub fn block_grids(&self, x: Tensor<4>) -> (Tensor<4>, Vec<(Tensor<4>, Tensor<4>)>) {
         let device = x.device();
         let mut grids = Vec::new();
         let mut collect = |activations: &Nhwc| {
-            let cell = cell_of_block(grids.len());
+            let cell = STRIDE >> grids.len();
             let (mean, mean_of_squares, shape) = cell_means(activations, cell);
             let tensor = |values| Tensor::from_data(TensorData::new(values, shape), &device);
             grids.push((tensor(mean), tensor(mean_of_squares)));
