@@ -8,6 +8,7 @@ use loupe::crop::{CandidateLayout, CropShape};
 use loupe::model::{HeadKind, OutputKind};
 use loupe::preprocess::InputConvention;
 
+use loupe_cli::batch::output::Format;
 use loupe_cli::models::ModelArgs;
 
 #[derive(Parser)]
@@ -23,6 +24,9 @@ pub enum Command {
     Score(ScoreArgs),
     /// Find the best-scoring crop of a photo (the paper's best of N random crops).
     Crop(CropArgs),
+    /// Score and/or crop a whole catalogue into Parquet or JSONL: sharded for job arrays
+    /// (Kubernetes, Slurm, AWS Batch, Cloud Run), resumable, one row per photo.
+    Batch(BatchArgs),
     /// Build an initial weight file: ImageNet VGG16 backbone, untrained head.
     ImportVgg16(ImportArgs),
     /// A randomly initialised weight file (tests, tiny-width demos).
@@ -96,6 +100,74 @@ pub struct CropArgs {
     pub output: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A folder (read recursively; hidden files skipped) or a manifest: one path or file:// URI
+    /// per line, or a .csv / .parquet file with the paths in --column.
+    pub input: PathBuf,
+    /// Output folder; rows go under OUT/model=<weights id>/.
+    #[arg(short = 'o', long = "out")]
+    pub out: PathBuf,
+    /// The manifest column with the paths (.csv and .parquet manifests).
+    #[arg(long, default_value = "path")]
+    pub column: String,
+    /// What to compute: score, crop, or both.
+    #[arg(long, value_enum, default_value = "score")]
+    pub task: BatchTask,
+    /// Crop aspect W:H (or exact size WxH); repeat for several aspects in one run. Default 1:1.
+    #[arg(long = "aspect")]
+    pub aspects: Vec<CropShape>,
+    /// Exact crop width in pixels (with --height): one more crop shape.
+    #[arg(long, requires = "height")]
+    pub width: Option<u32>,
+    #[arg(long, requires = "width")]
+    pub height: Option<u32>,
+    /// Crop candidates per aspect (the paper: 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub candidates: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "parquet")]
+    pub format: Format,
+    /// Run shard K of N (K from 0): the keys whose stable hash falls in it.
+    #[arg(long, conflicts_with = "shard_from_env")]
+    pub shard: Option<String>,
+    /// Take the shard from the job array's environment (JOB_COMPLETION_INDEX,
+    /// SLURM_ARRAY_TASK_ID, AWS_BATCH_JOB_ARRAY_INDEX, CLOUD_RUN_TASK_INDEX).
+    #[arg(long)]
+    pub shard_from_env: bool,
+    /// The number of shards, for engines whose environment does not say (Kubernetes, AWS Batch).
+    #[arg(long)]
+    pub shards: Option<u64>,
+    /// Photos per forward pass.
+    #[arg(long, default_value_t = loupe::scorer::DEFAULT_BATCH)]
+    pub batch: usize,
+    /// Rows per output part.
+    #[arg(long, default_value_t = 1000)]
+    pub part_rows: usize,
+    /// Write a part at least this often (seconds), so a killed run loses little.
+    #[arg(long, default_value_t = 300)]
+    pub part_seconds: u64,
+    /// Redo photos whose earlier row is an error.
+    #[arg(long)]
+    pub retry_errors: bool,
+    /// Threads that read and decode photos beside the forward passes.
+    #[arg(long, default_value_t = 2)]
+    pub decode_threads: usize,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BatchTask {
+    Score,
+    Crop,
+    Both,
 }
 
 /// The model a new weight file describes.

@@ -1,7 +1,9 @@
 //! What both of Loupe's command-line tools share: loading weight files onto a device, and the
 //! progress bar. The `loupe` binary (this crate) is for photo users; `loupe-train` (the trainer
-//! crate) builds on this for AVA, training and evaluation.
+//! crate) builds on this for AVA, training and evaluation. [`batch`] is `loupe batch`, whose rows
+//! the Python package builds too.
 
+pub mod batch;
 pub mod device;
 pub mod models;
 

@@ -3,6 +3,7 @@
 
 mod args;
 mod crop;
+mod run_batch;
 mod score;
 mod serve;
 mod weight_files;
@@ -21,6 +22,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Score(args) => score::score(args),
         Command::Crop(args) => crop::crop(args),
+        Command::Batch(args) => run_batch::batch(args),
         Command::ImportVgg16(args) => weight_files::import_vgg16(args),
         Command::Init(args) => weight_files::init(args),
         Command::Inspect { file } => weight_files::inspect(&file),
