@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every Loupe test on a fresh Debian machine: installs what they need, then runs the Rust
-# tests (unit, integration, CLI end to end, native wgpu on Mesa lavapipe) and the browser tests
-# (the wasm app in headless Debian chromium, on WebGPU/SwiftShader and on the CPU fallback).
+# tests (unit, integration, CLI end to end, `loupe batch`, native wgpu on Mesa lavapipe), the
+# Python package's (wheel built with maturin, pytest, a local Ray Data pipeline) and the browser
+# tests (the wasm app in headless Debian chromium, on WebGPU/SwiftShader and on the CPU fallback).
 #   ./scripts/test.sh
-# Needs: the Rust toolchain (rustup), apt (root), node/npm, and ../shared/data beside the
+# Needs: the Rust toolchain (rustup), apt (root), node/npm, python3 with venv and pip, and ../shared/data beside the
 # checkout (or LOUPE_SHARED_DATA) for the real VGG16 weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,9 @@ cargo clippy --workspace --locked --all-targets --features loupe/import,loupe/wg
 
 echo "== Rust tests (workspace)"
 cargo test --workspace --locked
+
+echo "== Python package (wheel, pytest, Ray)"
+./scripts/test-python.sh
 
 echo "== browser tests"
 ./scripts/test-browser.sh
