@@ -18,7 +18,7 @@
 //! which names the backbone it was trained on by its `backbone_id`); parts are format 2.
 
 use burn::store::{BurnpackStore, HalfPrecisionAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot};
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, DType, Device};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LoupeError, Result};
@@ -304,18 +304,78 @@ pub fn read_header(bytes: &[u8]) -> Result<(WeightMetadata, &[u8])> {
     Ok((metadata, payload))
 }
 
-fn load_payload<M: ModuleSnapshot>(module: &mut M, payload: &[u8], metadata: &WeightMetadata) -> Result<()> {
-    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(payload.to_vec())));
-    if metadata.precision == Precision::F16 {
-        store = store.with_from_adapter(HalfPrecisionAdapter::new());
+/// Checks every tensor as it loads: stored in the precision the metadata declares, and finite (a
+/// NaN or infinite weight makes every score NaN). Then widens f16 to f32 where the file is f16.
+#[derive(Clone)]
+struct CheckedLoad {
+    precision: Precision,
+    half: Option<HalfPrecisionAdapter>,
+    /// The first problem found (an adapter cannot fail; `load_payload` reports it).
+    problem: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl CheckedLoad {
+    fn check(&self, tensor: &burn::store::burn_pack::Tensor) -> Option<String> {
+        if !tensor.dtype.is_float() {
+            return None;
+        }
+        // f16 files keep f32 where burn's half adapter leaves a module alone; f32 files are all f32.
+        let allowed: &[DType] = match self.precision {
+            Precision::F16 => &[DType::F16, DType::F32],
+            Precision::F32 => &[DType::F32],
+        };
+        if !allowed.contains(&tensor.dtype) {
+            return Some(format!("tensor {} is {:?} but the file declares {:?}: corrupt file", tensor.name, tensor.dtype, self.precision));
+        }
+        let bytes = match tensor.to_bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => return Some(format!("cannot read tensor {}: {e}", tensor.name)),
+        };
+        // Not finite = all exponent bits set (f16: 5 bits, f32: 8 bits), read straight from the bytes.
+        let finite = match tensor.dtype {
+            DType::F16 => bytes.chunks_exact(2).all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 != 0x7c00),
+            _ => bytes.chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
+        };
+        (!finite).then(|| format!("tensor {} holds NaN or infinite values: corrupt or diverged weights", tensor.name))
     }
+}
+
+impl ModuleAdapter for CheckedLoad {
+    fn adapt(&self, tensor: burn::store::burn_pack::Tensor, ctx: ModuleContext<'_>) -> burn::store::burn_pack::Tensor {
+        if let Some(problem) = self.check(&tensor) {
+            // A poisoned lock only means another check panicked; the slot is still usable.
+            let mut slot = self.problem.lock().unwrap_or_else(|e| e.into_inner());
+            slot.get_or_insert(problem);
+        }
+        match &self.half {
+            Some(half) => half.adapt(tensor, ctx),
+            None => tensor,
+        }
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+fn load_payload<M: ModuleSnapshot>(module: &mut M, payload: &[u8], metadata: &WeightMetadata) -> Result<()> {
+    let checked = CheckedLoad {
+        precision: metadata.precision,
+        half: (metadata.precision == Precision::F16).then(HalfPrecisionAdapter::new),
+        problem: Default::default(),
+    };
+    let problem = checked.problem.clone();
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(payload.to_vec()))).with_from_adapter(checked);
     module.load_from(&mut store).map_err(|e| {
         LoupeError::Weights(format!(
             "the tensors do not fit the declared model ({:?} part, {:?} head, {:?} output, width /{}): {e}",
             metadata.part, metadata.model.head, metadata.model.output, metadata.model.width_divisor
         ))
     })?;
-    Ok(())
+    match problem.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(problem) => Err(LoupeError::Weights(problem)),
+        None => Ok(()),
+    }
 }
 
 /// Load a whole-model weight file onto `device`.
@@ -363,6 +423,14 @@ pub fn decode_head(bytes: &[u8], backbone: &SharedBackbone, device: &Device) -> 
         return Err(LoupeError::Weights(format!(
             "this head needs backbone {:?} but {:?} is loaded",
             metadata.backbone_id, backbone.metadata.backbone_id
+        )));
+    }
+    // The id is the file's word; the width decides whether the head's first layer fits the
+    // backbone's output (a mismatch would load, then panic on the first forward pass).
+    if metadata.model.width_divisor != backbone.metadata.model.width_divisor {
+        return Err(LoupeError::Weights(format!(
+            "this head expects a backbone of width /{} but the loaded backbone is width /{}: corrupt or mismatched files",
+            metadata.model.width_divisor, backbone.metadata.model.width_divisor
         )));
     }
     let mut net = metadata.model.init_for_loading(device)?;

@@ -244,3 +244,49 @@ fn heads_sharing_a_backbone_are_fed_by_one_pass() {
         assert!((shared.score - own.score).abs() < 1e-5);
     }
 }
+
+#[test]
+fn nan_and_infinite_weights_are_refused_at_load() {
+    let device = flex();
+    let config = tiny(OutputKind::Regression, HeadKind::Compact);
+    let net = config.init(&device).unwrap();
+    for precision in [Precision::F32, Precision::F16] {
+        let good = weights::encode(&net, &metadata(config, precision)).unwrap();
+        let (meta, payload) = weights::read_header(&good).unwrap();
+        assert!(weights::decode(&good, &device).is_ok());
+        // 0xFF bytes are NaN both as f32 and as f16: the last tensor's values, CRC recomputed.
+        let mut poisoned = payload.to_vec();
+        let end = poisoned.len();
+        poisoned[end - 64..].fill(0xff);
+        let message = error_of(&reframe(&meta, &poisoned));
+        assert!(message.contains("NaN or infinite"), "{precision:?}: {message}");
+    }
+}
+
+#[test]
+fn a_precision_that_does_not_match_the_tensors_is_refused() {
+    let device = flex();
+    let config = tiny(OutputKind::Regression, HeadKind::Compact);
+    let net = config.init(&device).unwrap();
+    let half = weights::encode(&net, &metadata(config, Precision::F16)).unwrap();
+    let (mut meta, payload) = weights::read_header(&half).unwrap();
+    meta.precision = Precision::F32;
+    let message = error_of(&reframe(&meta, payload));
+    assert!(message.contains("declares F32"), "{message}");
+}
+
+#[test]
+fn a_head_of_another_width_with_a_forged_backbone_id_is_refused_at_load() {
+    let device = flex();
+    let config = tiny(OutputKind::Regression, HeadKind::Compact);
+    let files = bundle(config, tiny(OutputKind::Histogram, HeadKind::Compact), &device);
+    let backbone_id = weights::read_header(&files.backbone).unwrap().0.backbone_id;
+    let wider = config.with_width_divisor(4);
+    let mut forged = metadata(wider, Precision::F32);
+    forged.part = Part::Head;
+    forged.backbone_id = backbone_id;
+    let forged_head = weights::encode(&wider.init(&device).unwrap(), &forged).unwrap();
+    let error = loupe::Scorer::from_weight_files(&[&files.backbone, &forged_head], &device).unwrap_err().to_string();
+    assert!(error.contains("width /4") && error.contains("width /8"), "{error}");
+    assert!(loupe::Scorer::from_weight_files(&[&files.backbone, &files.reg_head], &device).is_ok());
+}
