@@ -16,7 +16,7 @@ pub fn crop(args: CropArgs) -> Result<()> {
         shape: args.aspect,
         candidates: args.candidates,
         seed: args.seed,
-        top_k: args.top_k + 1,
+        top_k: args.top_k.saturating_add(1), // --top-k is user input: no overflow at usize::MAX
         layout: args.layout,
         ..CropRequest::default()
     };

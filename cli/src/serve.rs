@@ -1,5 +1,7 @@
 //! `loupe serve`: the app's static files on 127.0.0.1 only, with the right MIME types (.wasm must
-//! be application/wasm) and a Content-Security-Policy that forbids every other origin.
+//! be application/wasm) and a Content-Security-Policy that forbids every other origin. Requests
+//! must name this server in their Host header (a page on another site that rebinds its DNS name
+//! to 127.0.0.1 cannot read the folders), dotfiles are never served, and files are streamed.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -24,14 +26,27 @@ fn mime(path: &Path) -> &'static str {
     }
 }
 
-/// A URL path → a file under `root` (never outside it).
+/// A URL path → a file under `root` (never outside it, never a hidden file or folder such as
+/// `.git/` or `.env`).
 fn resolve(root: &Path, url_path: &str) -> Option<PathBuf> {
     let relative = Path::new(url_path.trim_start_matches('/'));
-    if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+    let visible = |c: Component| matches!(c, Component::Normal(name) if !name.to_string_lossy().starts_with('.'));
+    if !relative.components().all(visible) {
         return None;
     }
     let path = root.join(relative);
     if path.is_dir() { Some(path.join("index.html")) } else { Some(path) }
+}
+
+/// Whether a Host header names this server: 127.0.0.1 or localhost at our port (no port only on
+/// port 80). Anything else is a DNS-rebinding attempt or a misdirected request.
+fn host_allowed(host: Option<&str>, port: u16) -> bool {
+    let Some(host) = host else { return false };
+    let (name, host_port) = match host.rsplit_once(':') {
+        Some((name, p)) => (name, p.parse::<u16>().ok()),
+        None => (host, Some(80)),
+    };
+    matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost") && host_port == Some(port)
 }
 
 pub fn serve(app: &Path, weights: &Path, port: u16) -> Result<()> {
@@ -44,16 +59,25 @@ pub fn serve(app: &Path, weights: &Path, port: u16) -> Result<()> {
             Some(rest) => resolve(weights, rest),
             None => resolve(app, &url_path),
         };
+        let host = request.headers().iter().find(|h| h.field.equiv("Host")).map(|h| h.value.as_str().to_string());
+        if !host_allowed(host.as_deref(), address.port()) {
+            let _ = request
+                .respond(tiny_http::Response::from_string("this server only answers requests for 127.0.0.1 or localhost").with_status_code(421));
+            continue;
+        }
+        // Constant header names and values: always valid.
         let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("valid header");
-        let response = match file.as_ref().and_then(|p| std::fs::read(p).ok().map(|b| (p, b))) {
-            Some((path, bytes)) => tiny_http::Response::from_data(bytes)
-                .with_header(header("Content-Type", mime(path)))
-                .with_header(header("Content-Security-Policy", CSP))
-                .with_header(header("X-Content-Type-Options", "nosniff"))
-                .with_header(header("Cache-Control", "no-cache")),
-            None => tiny_http::Response::from_data(b"not found".to_vec()).with_status_code(404),
+        let opened = file.as_ref().filter(|p| p.is_file()).and_then(|p| std::fs::File::open(p).ok().map(|f| (p, f)));
+        let _ = match opened {
+            Some((path, file)) => request.respond(
+                tiny_http::Response::from_file(file)
+                    .with_header(header("Content-Type", mime(path)))
+                    .with_header(header("Content-Security-Policy", CSP))
+                    .with_header(header("X-Content-Type-Options", "nosniff"))
+                    .with_header(header("Cache-Control", "no-cache")),
+            ),
+            None => request.respond(tiny_http::Response::from_string("not found").with_status_code(404)),
         };
-        let _ = request.respond(response);
     }
     Ok(())
 }
@@ -69,5 +93,25 @@ mod tests {
         assert_eq!(resolve(root, "/../etc/passwd"), None);
         assert_eq!(resolve(root, "/a/../../x"), None);
         assert_eq!(mime(Path::new("pkg/loupe_bg.wasm")), "application/wasm");
+    }
+
+    #[test]
+    fn loupe_serve_refuses_dotfiles() {
+        let root = Path::new("/srv/app");
+        for hidden in ["/.git/config", "/.env", "/pkg/.cache/x.js", "/weights/.manifest.json.tmp"] {
+            assert_eq!(resolve(root, hidden), None, "{hidden}");
+        }
+        assert_eq!(resolve(root, "/widget/loupe-crop.js"), Some(PathBuf::from("/srv/app/widget/loupe-crop.js")));
+    }
+
+    #[test]
+    fn loupe_serve_checks_the_host_header() {
+        assert!(host_allowed(Some("127.0.0.1:8080"), 8080));
+        assert!(host_allowed(Some("localhost:8080"), 8080));
+        assert!(host_allowed(Some("LOCALHOST:8080"), 8080));
+        assert!(host_allowed(Some("localhost"), 80));
+        for rebound in [Some("evil.example:8080"), Some("127.0.0.1.evil.example:8080"), Some("127.0.0.1:9999"), Some("localhost"), None] {
+            assert!(!host_allowed(rebound, 8080), "{rebound:?}");
+        }
     }
 }

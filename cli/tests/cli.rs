@@ -238,3 +238,55 @@ fn bundled_heads_of_either_kind_share_one_backbone_file() {
     assert!(import("0") == original, "import-vgg16 is not reproducible");
     assert!(import("1") != original, "the seed does not reach the head's initialisation");
 }
+
+/// One raw HTTP/1.1 GET with this Host header; the status code.
+fn get_status(address: &str, path: &str, host: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn loupe_serve_answers_only_its_own_host_and_never_dotfiles() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(app.join(".git")).unwrap();
+    std::fs::write(app.join("index.html"), "<!doctype html>").unwrap();
+    std::fs::write(app.join(".git/config"), "[remote]").unwrap();
+    std::fs::write(app.join(".env"), "SECRET=1").unwrap();
+    let mut server = Command::new(LOUPE)
+        .args(["serve", "--app", app.to_str().unwrap(), "--weights", dir.path().to_str().unwrap(), "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let address = line.split("http://").nth(1).and_then(|rest| rest.split('/').next()).unwrap().to_string();
+    let port = address.rsplit_once(':').unwrap().1;
+    let statuses = [
+        get_status(&address, "/", &address),
+        get_status(&address, "/index.html", &format!("localhost:{port}")),
+        get_status(&address, "/index.html", &format!("rebound.example:{port}")),
+        get_status(&address, "/.git/config", &address),
+        get_status(&address, "/.env", &address),
+        get_status(&address, "/missing.js", &address),
+    ];
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(statuses, [200, 200, 421, 404, 404, 404]);
+}
+
+#[test]
+fn crop_top_k_at_the_largest_number_lists_every_candidate_without_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (regression, _) = tiny_models(dir.path());
+    let photo = fixture("coffee.jpg");
+    let args = ["crop", "--json", "-w", &regression, photo.to_str().unwrap(), "--candidates", "20", "--top-k", "18446744073709551615"];
+    let said: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    let alternatives = said["alternatives"].as_array().unwrap().len();
+    assert!((1..20).contains(&alternatives), "{alternatives}");
+}

@@ -12,7 +12,7 @@ use loupe_cli::device::DEVICE_HELP;
 use loupe_cli::models::ModelArgs;
 use loupe_cli::read;
 
-use crate::splits::PAPER_BINS;
+use crate::splits::{PAPER_BINS, parse_bins};
 use crate::train::{HistogramLoss, Optimizer, TrainConfig};
 
 #[derive(Parser)]
@@ -45,7 +45,7 @@ pub enum DataCommand {
         /// A split folder from `loupe-train data split` (weights are then computed on train only).
         #[arg(long)]
         splits: Option<PathBuf>,
-        #[arg(long, default_value_t = PAPER_BINS)]
+        #[arg(long, default_value_t = PAPER_BINS, value_parser = parse_bins)]
         bins: usize,
         /// Write score-distribution and sample-weight plots (SVG and PNG) here.
         #[arg(long)]
@@ -124,7 +124,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "chi-square")]
     pub histogram_loss: HistogramLoss,
     /// Sample-weight bins (the paper: 90).
-    #[arg(long, default_value_t = PAPER_BINS)]
+    #[arg(long, default_value_t = PAPER_BINS, value_parser = parse_bins)]
     pub bins: usize,
     /// Clip sample weights above this (not the paper's default).
     #[arg(long)]

@@ -58,8 +58,10 @@ fn evenly_distributed(pool: &[&ImageLabel], per_class: usize) -> Result<Vec<u64>
 
 /// The paper's random splits, deterministic per seed.
 pub fn paper_splits(labels: &[ImageLabel], rs_size: usize, ed_per_class: usize, seed: u64) -> Result<Splits> {
-    if rs_size + 3 * ed_per_class > labels.len() {
-        bail!("{} labelled images cannot hold {rs_size} RS-test + {} ED-test images", labels.len(), 3 * ed_per_class);
+    // Checked: absurd sizes from the command line must be refused, not wrap around.
+    let held_out = ed_per_class.checked_mul(3).and_then(|ed| ed.checked_add(rs_size));
+    if held_out.is_none_or(|n| n > labels.len()) {
+        bail!("{} labelled images cannot hold {rs_size} RS-test + 3 x {ed_per_class} ED-test images", labels.len());
     }
     let mut order: Vec<&ImageLabel> = labels.iter().collect();
     SplitMix64::new(seed).shuffle(&mut order);
@@ -117,8 +119,18 @@ pub struct SampleWeights {
 }
 
 pub const PAPER_BINS: usize = 90;
+/// More bins than this would leave almost every bin empty even on all of AVA (255,502 images).
+pub const MAX_BINS: usize = 100_000;
 const SCORE_MIN: f32 = 1.0;
 const SCORE_MAX: f32 = 10.0;
+
+/// `--bins`: 1..=[`MAX_BINS`] (every function here assumes at least one bin).
+pub fn parse_bins(text: &str) -> std::result::Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(bins @ 1..=MAX_BINS) => Ok(bins),
+        _ => Err(format!("'{text}' is not a bin count from 1 to {MAX_BINS} (the paper: {PAPER_BINS})")),
+    }
+}
 
 pub fn bin_of(score: f32, bins: usize) -> usize {
     let position = (score - SCORE_MIN) / (SCORE_MAX - SCORE_MIN) * bins as f32;
@@ -169,6 +181,24 @@ mod tests {
         let mut counts = [0; 10];
         counts[score_bin] = 10;
         ImageLabel { id, counts }
+    }
+
+    #[test]
+    fn bins_outside_one_to_max_are_refused() {
+        assert_eq!(parse_bins("90"), Ok(90));
+        for bad in ["0", "-1", "100001", "18446744073709551615", "many"] {
+            assert!(parse_bins(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn test_split_sizes_that_overflow_are_refused() {
+        let labels: Vec<ImageLabel> = (0..30).map(|id| label(id, (id % 10) as usize)).collect();
+        for (rs, ed) in [(usize::MAX, 0), (1, usize::MAX / 2), (usize::MAX - 2, 1), (31, 0)] {
+            let error = paper_splits(&labels, rs, ed, 0).unwrap_err().to_string();
+            assert!(error.contains("cannot hold"), "{rs} {ed}: {error}");
+        }
+        assert!(paper_splits(&labels, 3, 1, 0).is_ok());
     }
 
     #[test]

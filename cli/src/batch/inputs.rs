@@ -161,6 +161,27 @@ mod tests {
     }
 
     #[test]
+    fn keys_come_from_a_parquet_column_nulls_skipped() {
+        use std::sync::Arc;
+
+        use arrow_array::{Int64Array, RecordBatch};
+        use arrow_schema::{DataType, Field, Schema};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalogue.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("url", DataType::Utf8, true)]));
+        let ids = Arc::new(Int64Array::from(vec![1, 2, 3]));
+        let urls = Arc::new(StringArray::from(vec![Some("/x/1.jpg"), None, Some("file:///x/3.jpg")]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![ids, urls]).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        assert_eq!(list_keys(&path, "url").unwrap(), ["/x/1.jpg", "file:///x/3.jpg"]);
+        assert!(list_keys(&path, "path").unwrap_err().to_string().contains("no column 'path'"));
+        assert!(list_keys(&path, "id").unwrap_err().to_string().contains("not text"));
+    }
+
+    #[test]
     fn keys_that_cannot_be_read_are_errors_with_reasons() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read_key("s3://bucket/a.jpg").unwrap_err().to_string().contains("s3://"));

@@ -192,9 +192,12 @@ impl Output {
         write_atomically(part, |file| write_parquet(file, &batch))
     }
 
-    /// Marks this shard finished.
+    /// Marks this shard finished (a rerun that found nothing to do leaves the marker as it was).
     pub fn mark_success(&self) -> Result<()> {
         let path = self.dir.join(format!("_SUCCESS-{}", self.shard.tag()));
+        if path.exists() {
+            return Ok(());
+        }
         write_atomically(&path, |file| Ok(file.write_all(b"")?))
     }
 }
