@@ -104,11 +104,15 @@ impl Figure for SampleWeightsFigure<'_> {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         let weights = self.0;
         let (min, max) = weights.range();
-        let (floor, ceiling) = (f64::from(min) * 0.5, f64::from(max) * 2.0);
+        // No training scores means no weights: a log axis from inf to 0 would never finish its
+        // key points, so the empty figure gets a fixed axis and says why it is empty.
+        let empty = !(min > 0.0 && max.is_finite() && max >= min);
+        let (floor, ceiling) = if empty { (0.5, 2.0) } else { (f64::from(min) * 0.5, f64::from(max) * 2.0) };
         let bins = weights.weights.len();
-        let width = 9.0 / bins as f64;
+        let width = 9.0 / bins.max(1) as f64;
+        let caption = if empty { "sample weights: no training scores".to_string() } else { format!("sample weights (Eq. 1, {bins} bins)") };
         let mut chart = ChartBuilder::on(root)
-            .caption(format!("sample weights (Eq. 1, {bins} bins)"), ("sans-serif", 16))
+            .caption(caption, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(56)
@@ -185,5 +189,16 @@ mod tests {
         let scores: Vec<f32> = labels.iter().map(|l| l.mean()).collect();
         let [_, png] = save(&SampleWeightsFigure(&sample_weights(&scores, 90, None)), &dir.path().join("weights")).unwrap();
         assert!(pixels_near(&png, [255, 102, 102]) > 500, "no weight bars drawn");
+    }
+
+    #[test]
+    fn empty_plots_are_drawn_with_a_fixed_axis_instead_of_looping() {
+        let dir = tempfile::tempdir().unwrap();
+        let [svg, png] = save(&SampleWeightsFigure(&sample_weights(&[], 90, None)), &dir.path().join("weights")).unwrap();
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("no training scores"));
+        assert_eq!(pixels_near(&png, [255, 102, 102]), 0, "bars drawn without weights");
+        let sets = vec![("train".to_string(), Vec::new())];
+        let [svg, _] = save(&ScoreDistributions(&sets), &dir.path().join("scores")).unwrap();
+        assert!(std::fs::read_to_string(&svg).unwrap().contains("train (0)"));
     }
 }

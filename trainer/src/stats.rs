@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::labels::{ImageLabel, Labels, read_id_list};
@@ -15,6 +15,9 @@ use crate::splits::{PAPER_BINS, SampleWeights, ScoreClass, Splits, listed_splits
 pub fn stats(labels: &Path, splits: Option<&Path>, bins: usize, plots_dir: Option<&Path>) -> Result<()> {
     let parsed = Labels::read(labels)?;
     parsed.warn_about_bad_rows();
+    if parsed.images.is_empty() {
+        bail!("{}: no valid label rows ({} bad): nothing to summarise", labels.display(), parsed.bad_rows.len());
+    }
     let splits = splits.map(Splits::read).transpose()?;
     let sets = named_sets(&parsed, splits.as_ref());
     for (name, set) in &sets {
@@ -42,6 +45,9 @@ pub fn split(labels: &Path, out: &Path, rs: usize, ed_per_class: usize, seed: u6
         Some(list) => listed_splits(&parsed.images, &read_id_list(list)?, ed_per_class, seed)?,
         None => paper_splits(&parsed.images, rs, ed_per_class, seed)?,
     };
+    if made.train.is_empty() {
+        bail!("the test sets take all {} labelled images and leave no training set: lower --rs or --ed-per-class", parsed.images.len());
+    }
     made.write(out)?;
     let sets = named_sets(&parsed, Some(&made));
     let mut summary = serde_json::Map::new();
@@ -118,4 +124,34 @@ pub fn weights_for(sets: &[(String, Vec<&ImageLabel>)], bins: usize, max_weight:
     let train = sets.iter().find(|(n, _)| n == "train").unwrap_or(&sets[0]);
     let scores: Vec<f32> = train.1.iter().map(|l| l.mean()).collect();
     sample_weights(&scores, bins, max_weight)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An AVA.txt row whose ten votes all give `rating`.
+    fn row(index: usize, id: u64, rating: usize) -> String {
+        let mut counts = [0; 10];
+        counts[rating - 1] = 10;
+        let counts: Vec<String> = counts.iter().map(|c| c.to_string()).collect();
+        format!("{index} {id} {} 0 0 1", counts.join(" "))
+    }
+
+    #[test]
+    fn stats_without_valid_rows_and_splits_without_a_train_set_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.txt");
+        std::fs::write(&bad, "not an AVA row\nneither is this\n").unwrap();
+        let error = stats(&bad, None, PAPER_BINS, Some(&dir.path().join("plots"))).unwrap_err().to_string();
+        assert!(error.contains("no valid label rows (2 bad)"), "{error}");
+
+        // Three images, one per ED class: RS 0 + ED 1 per class takes them all.
+        let three = dir.path().join("three.txt");
+        std::fs::write(&three, [row(1, 11, 2), row(2, 12, 5), row(3, 13, 9)].join("\n")).unwrap();
+        let out = dir.path().join("split");
+        let error = split(&three, &out, 0, 1, 0, None).unwrap_err().to_string();
+        assert!(error.contains("no training set"), "{error}");
+        assert!(!out.join("train.txt").exists());
+    }
 }
