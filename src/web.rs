@@ -17,7 +17,7 @@ use wasm_bindgen::prelude::*;
 use crate::crop::{CandidateLayout, CropRequest, CropShape, FastCropOptions, exhaustive_crop_search_async, fast_crop_search_async};
 use crate::error::LoupeError;
 use crate::model::OutputKind;
-use crate::prediction::difficulty_label;
+use crate::prediction::{ava_percentile, difficulty_label};
 use crate::preprocess::decode_image;
 use crate::scorer::{Scorer, crop_scorer};
 use crate::{Prediction, weights};
@@ -178,7 +178,7 @@ impl Loupe {
         to_js_value(&ScoreResult { score, percentile, regression, histogram_model, ms: now_ms() - started })
     }
 
-    /// The best crops of an image: `[{x, y, width, height, score}, ...]`, best first.
+    /// The best crops of an image: `[{x, y, width, height, score, percentile}, ...]`, best first.
     /// `on_progress(done, total)` is called after each batch.
     pub async fn crop(&self, image: &[u8], options: JsValue, on_progress: Option<js_sys::Function>) -> Result<JsValue, JsError> {
         let scorer = self.crop_scorer()?;
@@ -211,8 +211,18 @@ impl Loupe {
             fast_crop_search_async(scorer, &image, &request, &fast, progress).await
         }
         .map_err(js_error)?;
+        let crops: Vec<WebCrop> = crops.into_iter().map(|crop| WebCrop { crop, percentile: ava_percentile(crop.score) }).collect();
         to_js_value(&crops)
     }
+}
+
+/// A crop as the page reads it: `{x, y, width, height, score, percentile}` (the share of AVA's
+/// rated photos below the crop's score, as for a whole photo).
+#[derive(serde::Serialize)]
+struct WebCrop {
+    #[serde(flatten)]
+    crop: crate::crop::ScoredCrop,
+    percentile: f32,
 }
 
 impl Loupe {

@@ -38,7 +38,14 @@ export class LoupeClient {
         new Promise((resolve, reject) => {
           const id = this.nextId++;
           this.pending.set(id, { resolve, reject, onProgress });
-          this.worker.postMessage({ ...message, id });
+          try {
+            this.worker.postMessage({ ...message, id });
+          } catch (error) {
+            // A message the worker cannot receive (a function in the options: DataCloneError)
+            // fails this request only, and leaves nothing pending.
+            this.pending.delete(id);
+            reject(error);
+          }
         }),
     );
   }

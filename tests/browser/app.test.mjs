@@ -168,7 +168,20 @@ for (const backend of ["webgpu", "cpu"]) {
       const state = await page.evaluate(() => ({ ...document.getElementById("hero").dataset }));
       assert.equal(state.state, "done", JSON.stringify(state));
       assert.ok(Math.abs(Number(state.width) * 9 - Number(state.height) * 16) <= 16, `not 16:9: ${state.width}x${state.height}`);
+      assert.ok(Number(state.percentile) >= 0 && Number(state.percentile) <= 100, `percentile ${state.percentile}`);
       await page.screenshot({ path: join(artifacts, `${backend}-widget.png`) });
+      // loupeCrop with an onProgress callback (it used to be posted to the worker: DataCloneError).
+      const called = await page.evaluate(async () => {
+        const { loupeCrop } = await import("./loupe-crop.js");
+        const progress = [];
+        const crops = await loupeCrop("sample.jpg", { aspect: "1:1", candidates: 8, topK: 1, onProgress: (done, total) => progress.push([done, total]) });
+        return { progress, crops };
+      });
+      assert.ok(called.progress.length > 0, "onProgress was never called");
+      const [done, total] = called.progress.at(-1);
+      assert.ok(done > 0 && done <= total, JSON.stringify(called.progress));
+      assert.equal(called.crops[0].width, called.crops[0].height);
+      assert.ok(called.crops[0].percentile >= 0 && called.crops[0].percentile <= 100);
     });
   });
 }

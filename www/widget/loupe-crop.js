@@ -26,13 +26,16 @@ async function toBytes(image) {
 }
 
 /**
- * The best crops of an image, best first: [{x, y, width, height, score}].
+ * The best crops of an image, best first: [{x, y, width, height, score, percentile}].
  * @param {string|HTMLImageElement|Blob|ArrayBuffer} image
- * @param {{aspect?:string, width?:number, height?:number, candidates?:number, seed?:number, topK?:number}} [options]
+ * @param {{aspect?:string, width?:number, height?:number, candidates?:number, seed?:number, topK?:number,
+ *          onProgress?:(done:number, total:number) => void}} [options]
  */
 export async function loupeCrop(image, options = {}) {
   const bytes = await toBytes(image);
-  return client().crop(bytes, { ...DEFAULTS, ...options }, options.onProgress);
+  // The callback stays on this side: only plain data can be posted to the worker.
+  const { onProgress, ...cropOptions } = options;
+  return client().crop(bytes, { ...DEFAULTS, ...cropOptions }, onProgress);
 }
 
 class LoupeCropElement extends HTMLElement {
@@ -73,10 +76,12 @@ class LoupeCropElement extends HTMLElement {
       this.canvas.height = best.height;
       this.canvas.getContext("2d").drawImage(bitmap, best.x, best.y, best.width, best.height, 0, 0, best.width, best.height);
       this.canvas.setAttribute("aria-label", `Best ${aspect} crop of ${src}`);
-      this.status.textContent = `Best ${aspect} crop, score ${best.score.toFixed(2)}`;
-      Object.assign(this.dataset, { state: "done", x: best.x, y: best.y, width: best.width, height: best.height });
+      this.status.textContent = `Best ${aspect} crop, score ${best.score.toFixed(2)} (better than ${Math.round(best.percentile)}% of AVA)`;
+      const { x, y, width, height, score, percentile } = best;
+      Object.assign(this.dataset, { state: "done", x, y, width, height, score, percentile });
       this.dispatchEvent(new CustomEvent("loupe-crop", { detail: best }));
     } catch (error) {
+      if (run !== this.run) return; // a newer run owns the element now
       this.status.textContent = `Could not crop: ${error.message}`;
       Object.assign(this.dataset, { state: "error", error: error.message });
     }
