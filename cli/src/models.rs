@@ -27,6 +27,16 @@ impl ModelArgs {
         if self.weights.is_empty() { DEFAULT_WEIGHTS.iter().map(PathBuf::from).filter(|p| p.exists()).collect() } else { self.weights.clone() }
     }
 
+    /// The weight files' paths and bytes (at least one file).
+    pub fn read_weight_files(&self) -> Result<(Vec<PathBuf>, Vec<Vec<u8>>)> {
+        let paths = self.weight_paths();
+        if paths.is_empty() {
+            bail!("no weights: pass --weights FILE (make one with `loupe import-vgg16`)");
+        }
+        let files = paths.iter().map(|p| read(p)).collect::<Result<_>>()?;
+        Ok((paths, files))
+    }
+
     /// One scorer per model in the files (a backbone file joins the heads after it), on the
     /// device; says so on stderr when a model's head is untrained.
     pub fn load_scorers(&self) -> Result<Vec<Scorer>> {
@@ -36,20 +46,12 @@ impl ModelArgs {
     /// [`ModelArgs::load_scorers`], and beside each scorer the path of its file (a backbone file
     /// names no model).
     pub fn load_named_scorers(&self) -> Result<(Vec<Scorer>, Vec<String>)> {
-        let paths = self.weight_paths();
-        if paths.is_empty() {
-            bail!("no weights: pass --weights FILE (make one with `loupe import-vgg16`)");
-        }
+        let (paths, files) = self.read_weight_files()?;
         let device = device::parse_device(&self.device)?;
-        let files: Vec<Vec<u8>> = paths.iter().map(|p| read(p)).collect::<Result<_>>()?;
         let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         let scorers = Scorer::from_weight_files(&slices, &device).with_context(|| names.join(", "))?;
-        for scorer in &scorers {
-            if !scorer.metadata.head_trained {
-                eprintln!("note: the {} model has an untrained head: its scores are not meaningful", scorer.output().name());
-            }
-        }
+        note_untrained_heads(&scorers);
         // The scorers come in file order, backbone files left out.
         let model_names = names
             .into_iter()
@@ -58,5 +60,12 @@ impl ModelArgs {
             .map(|(name, _)| name)
             .collect();
         Ok((scorers, model_names))
+    }
+}
+
+/// Says on stderr which models have an untrained head (their scores mean nothing yet).
+pub fn note_untrained_heads(scorers: &[Scorer]) {
+    for scorer in scorers.iter().filter(|s| !s.metadata.head_trained) {
+        eprintln!("note: the {} model has an untrained head: its scores are not meaningful", scorer.output().name());
     }
 }

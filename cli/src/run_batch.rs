@@ -7,7 +7,8 @@ use loupe::crop::CropShape;
 use loupe_cli::batch::rows::{BatchModels, Tasks};
 use loupe_cli::batch::shard::Shard;
 use loupe_cli::batch::{BatchOptions, run};
-use loupe_cli::{device, read};
+use loupe_cli::device;
+use loupe_cli::models::note_untrained_heads;
 
 use crate::args::{BatchArgs, BatchTask};
 
@@ -30,14 +31,9 @@ pub fn batch(args: BatchArgs) -> Result<()> {
         candidates: args.candidates,
         seed: args.seed,
     };
-    let files = args.model.weight_paths().iter().map(|path| read(path)).collect::<Result<Vec<_>>>()?;
-    if files.is_empty() {
-        anyhow::bail!("no weights: pass --weights FILE (make one with `loupe import-vgg16`)");
-    }
+    let (_, files) = args.model.read_weight_files()?;
     let models = BatchModels::from_weight_files(&files, &device::parse_device(&args.model.device)?)?;
-    for scorer in models.scorers.iter().filter(|s| !s.metadata.head_trained) {
-        eprintln!("note: the {} model has an untrained head: its scores are not meaningful", scorer.output().name());
-    }
+    note_untrained_heads(&models.scorers);
     let options = BatchOptions {
         input: args.input,
         column: args.column,

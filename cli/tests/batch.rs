@@ -3,38 +3,16 @@
 //! equal to what `loupe score` and `loupe crop` say for the same photos. Tiny-width random models
 //! keep it fast; the code paths are the full model's.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{LOUPE, fixture, succeeds as ok, tiny_models};
 use loupe_cli::batch::output::read_part;
 use loupe_cli::batch::rows::Row;
-
-const LOUPE: &str = env!("CARGO_BIN_EXE_loupe");
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(LOUPE).args(args).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let output = run(args);
-    assert!(output.status.success(), "loupe {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-/// Tiny-width regression and histogram models (random, seeded) in `dir`.
-fn tiny_models(dir: &Path, seed: u64) -> [String; 2] {
-    ["regression", "histogram"].map(|output| {
-        let path = dir.join(format!("{output}-{seed}.loupe")).to_str().unwrap().to_string();
-        ok(&["init", "--output", output, "--width-divisor", "16", "--seed", &seed.to_string(), "-o", &path]);
-        path
-    })
-}
 
 /// A folder of `copies` copies of each fixture photo (distinct keys), in nested folders.
 fn catalogue(dir: &Path, copies: usize) -> PathBuf {

@@ -1,23 +1,15 @@
 //! The `loupe` binary as a user runs it: `score` and `crop` on real fixture photos with tiny-width
 //! models, agreeing with the library, and a one-line error (non-zero exit) on bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-const LOUPE: &str = env!("CARGO_BIN_EXE_loupe");
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(LOUPE).args(args).output().unwrap()
-}
+use common::{LOUPE, fixture, run, succeeds};
 
 fn ok(args: &[&str]) -> String {
-    let output = run(args);
-    assert!(output.status.success(), "loupe {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
+    String::from_utf8(succeeds(args).stdout).unwrap()
 }
 
 /// The command fails with exit code 1 and one `loupe: ...` line on stderr that mentions `needle`.
@@ -30,16 +22,10 @@ fn fails_with(args: &[&str], needle: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Tiny-width regression and histogram models (random, seeded) in `dir`.
+/// Tiny-width regression and histogram models (random, seed 3) in `dir`.
 fn tiny_models(dir: &Path) -> (String, String) {
-    let mut paths = Vec::new();
-    for output in ["regression", "histogram"] {
-        let path = dir.join(format!("{output}.loupe"));
-        let path = path.to_str().unwrap().to_string();
-        ok(&["init", "--output", output, "--width-divisor", "16", "--seed", "3", "-o", &path]);
-        paths.push(path);
-    }
-    (paths.remove(0), paths.remove(0))
+    let [regression, histogram] = common::tiny_models(dir, 3);
+    (regression, histogram)
 }
 
 #[test]

@@ -66,8 +66,7 @@ impl Engine {
     /// the default weights. `device`: cpu (flex), wgpu, vulkan, cuda, or `kind:N`.
     #[new]
     fn new(py: Python<'_>, weights: Vec<Vec<u8>>, device: &str) -> PyResult<Self> {
-        let name = if device == "cpu" { "flex" } else { device };
-        let device = parse_device(name).map_err(|e| loupe_error(format!("{e:#}")))?;
+        let device = parse_device(device).map_err(|e| loupe_error(format!("{e:#}")))?;
         let files: Vec<Vec<u8>> = if weights.is_empty() { DEFAULT_WEIGHTS.iter().map(|w| w.to_vec()).collect() } else { weights };
         let models = py.detach(|| BatchModels::from_weight_files(&files, &device)).map_err(|e| loupe_error(format!("{e:#}")))?;
         Ok(Self { models })

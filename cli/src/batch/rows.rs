@@ -111,7 +111,8 @@ impl BatchModels {
         Ok(Self { scorers: Scorer::from_weight_files(&slices, device)?, model_id: model_id(files) })
     }
 
-    fn error_row(&self, key: String, content_sha256: Option<String>, error: String, ms: f32) -> Row {
+    /// A row with nothing computed yet.
+    fn empty_row(&self, key: String, content_sha256: Option<String>) -> Row {
         Row {
             key,
             content_sha256,
@@ -124,8 +125,8 @@ impl BatchModels {
             histogram: None,
             std: None,
             crops: Vec::new(),
-            error: Some(error),
-            ms,
+            error: None,
+            ms: 0.0,
         }
     }
 
@@ -134,11 +135,8 @@ impl BatchModels {
     pub fn rows(&self, tasks: &Tasks, prepared: Vec<Prepared>) -> Vec<Row> {
         let started = Instant::now();
         let inputs: Vec<RgbImage> = prepared.iter().filter_map(|p| p.photo.as_ref().ok().map(|photo| photo.input.clone())).collect();
-        let mut predictions = if tasks.score && !inputs.is_empty() {
-            match Scorer::predict_all(&self.scorers, &inputs) {
-                Ok(per_model) => Ok(per_model),
-                Err(error) => Err(format!("scoring failed: {error}")),
-            }
+        let predictions = if tasks.score && !inputs.is_empty() {
+            Scorer::predict_all(&self.scorers, &inputs).map_err(|error| format!("scoring failed: {error}"))
         } else {
             Ok(Vec::new())
         };
@@ -149,21 +147,20 @@ impl BatchModels {
             let photo = match item.photo {
                 Ok(photo) => photo,
                 Err(error) => {
-                    rows.push(self.error_row(item.key, item.content_sha256, error, item.ms));
+                    rows.push(Row { error: Some(error), ms: item.ms, ..self.empty_row(item.key, item.content_sha256) });
                     continue;
                 }
             };
             let crop_started = Instant::now();
-            let mut row = self.error_row(item.key, item.content_sha256, String::new(), 0.0);
-            row.error = None;
+            let mut row = self.empty_row(item.key, item.content_sha256);
             row.width = Some(photo.image.width());
             row.height = Some(photo.image.height());
             let mut errors = Vec::new();
             if tasks.score {
-                match &mut predictions {
+                match &predictions {
                     Ok(per_model) => {
                         let mine: Vec<(OutputKind, Prediction)> =
-                            self.scorers.iter().zip(per_model.iter_mut()).map(|(s, p)| (s.output(), p[next_input].clone())).collect();
+                            self.scorers.iter().zip(per_model).map(|(s, p)| (s.output(), p[next_input].clone())).collect();
                         fill_scores(&mut row, &mine);
                     }
                     Err(error) => errors.push(error.clone()),
