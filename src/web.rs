@@ -7,17 +7,17 @@
 //! const r = await loupe.score(new Uint8Array(fileBytes));
 //! // r = { score, percentile, regression?: { score, percentile },
 //! //       histogramModel?: { score, percentile, histogram, std, difficulty }, ms }
-//! const crops = await loupe.crop(fileBytes, { aspect: "16:9", candidates: 200, seed: 1, topK: 5 }, (done, total) => {});
+//! const { topCrop, crops, focal } = await loupe.crop(fileBytes, { aspect: "16:9", candidates: 200, seed: 1, topK: 5 }, (done, total) => {});
 //! ```
 
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
-use crate::crop::{CandidateLayout, CropRequest, CropShape, FastCropOptions, exhaustive_crop_search_async, fast_crop_search_async};
+use crate::crop::{CandidateLayout, CropReport, CropRequest, CropShape, FastCropOptions, exhaustive_crop_search_async, fast_crop_search_async};
 use crate::error::LoupeError;
 use crate::model::OutputKind;
-use crate::prediction::{ava_percentile, difficulty_label};
+use crate::prediction::difficulty_label;
 use crate::preprocess::decode_image;
 use crate::scorer::{Scorer, crop_scorer};
 use crate::{Prediction, weights};
@@ -87,6 +87,8 @@ struct CropOptions {
     candidates: Option<usize>,
     seed: Option<u64>,
     top_k: Option<usize>,
+    /// Smallest crop as a share of the largest that fits (smartcrop.js's `minScale`; default 0.5).
+    min_scale: Option<f32>,
     /// Score every candidate with the full network (slow; the paper's reference).
     exact: bool,
     /// Candidates the fast search re-scores exactly.
@@ -178,7 +180,8 @@ impl Loupe {
         to_js_value(&ScoreResult { score, percentile, regression, histogram_model, ms: now_ms() - started })
     }
 
-    /// The best crops of an image: `[{x, y, width, height, score, percentile}, ...]`, best first.
+    /// The best crops of an image, shaped like smartcrop.js's answer: `{topCrop, crops, focal}`
+    /// ([`CropReport`]; crops are `{x, y, width, height, score, percentile}`, best first).
     /// `on_progress(done, total)` is called after each batch.
     pub async fn crop(&self, image: &[u8], options: JsValue, on_progress: Option<js_sys::Function>) -> Result<JsValue, JsError> {
         let scorer = self.crop_scorer()?;
@@ -196,6 +199,7 @@ impl Loupe {
         request.candidates = options.candidates.unwrap_or(request.candidates);
         request.seed = options.seed.unwrap_or(request.seed);
         request.top_k = options.top_k.unwrap_or(request.top_k);
+        request.min_scale = options.min_scale.unwrap_or(request.min_scale);
         request.layout = options.layout.unwrap_or(request.layout);
         let image = decode_image(image).map_err(js_error)?;
         let progress = |done: usize, total: usize| {
@@ -211,18 +215,8 @@ impl Loupe {
             fast_crop_search_async(scorer, &image, &request, &fast, progress).await
         }
         .map_err(js_error)?;
-        let crops: Vec<WebCrop> = crops.into_iter().map(|crop| WebCrop { crop, percentile: ava_percentile(crop.score) }).collect();
-        to_js_value(&crops)
+        to_js_value(&CropReport::new(&crops).map_err(js_error)?)
     }
-}
-
-/// A crop as the page reads it: `{x, y, width, height, score, percentile}` (the share of AVA's
-/// rated photos below the crop's score, as for a whole photo).
-#[derive(serde::Serialize)]
-struct WebCrop {
-    #[serde(flatten)]
-    crop: crate::crop::ScoredCrop,
-    percentile: f32,
 }
 
 impl Loupe {

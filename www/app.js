@@ -114,7 +114,7 @@ async function findCrop() {
   progress.hidden = false;
   progress.value = 0;
   try {
-    const crops = await client.crop(current.bytes.slice(0), cropOptions(), (done, total) => {
+    const { crops } = await client.crop(current.bytes.slice(0), cropOptions(), (done, total) => {
       progress.max = total;
       progress.value = done;
     });

@@ -55,7 +55,11 @@ export class LoupeClient {
     return this.#request({ type: "score", bytes });
   }
 
-  /** @param {ArrayBuffer} bytes  @param {{aspect?:string,width?:number,height?:number,candidates?:number,seed?:number,topK?:number}} options */
+  /**
+   * `{topCrop, crops, focal}`, as loupeCrop() (but `width`/`height` here are an exact size in pixels).
+   * @param {ArrayBuffer} bytes
+   * @param {{aspect?:string,width?:number,height?:number,minScale?:number,candidates?:number,seed?:number,topK?:number}} options
+   */
   crop(bytes, options, onProgress) {
     return this.#request({ type: "crop", bytes, options }, onProgress);
   }

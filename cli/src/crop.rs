@@ -1,7 +1,7 @@
 //! `loupe crop`: the best crop of one photo, by the fast search or the paper's brute force.
 
 use anyhow::{Context, Result};
-use loupe::crop::{CropRequest, FastCropOptions, exhaustive_crop_search, fast_crop_search};
+use loupe::crop::{CropReport, CropRequest, FastCropOptions, Rect, exhaustive_crop_search, fast_crop_search};
 use loupe::preprocess::decode_image;
 use loupe::scorer::crop_scorer;
 use loupe_cli::{progress_bar, read};
@@ -31,18 +31,21 @@ pub fn crop(args: CropArgs) -> Result<()> {
         })?
     };
     bar.finish_and_clear();
-    let best = crops[0];
+    let report = CropReport::new(&crops)?;
+    let best = report.top_crop;
     if let Some(out) = &args.output {
-        best.rect.crop(&image).save(out).with_context(|| format!("cannot write {}", out.display()))?;
+        let rect = Rect { x: best.x, y: best.y, width: best.width, height: best.height };
+        rect.crop(&image).save(out).with_context(|| format!("cannot write {}", out.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::json!({ "image": args.image, "best": best, "alternatives": &crops[1..] }));
+        // The browser's loupeCrop() answer ({topCrop, crops, focal}) with the photo's path.
+        let mut json = serde_json::to_value(&report)?;
+        json["image"] = serde_json::to_value(&args.image)?;
+        println!("{json}");
     } else {
-        let r = best.rect;
-        println!("best crop: x={} y={} {}x{}  score {:.3}", r.x, r.y, r.width, r.height, best.score);
-        for (i, c) in crops[1..].iter().enumerate() {
-            let r = c.rect;
-            println!("  #{}: x={} y={} {}x{}  score {:.3}", i + 2, r.x, r.y, r.width, r.height, c.score);
+        for (i, c) in report.crops.iter().enumerate() {
+            let rank = if i == 0 { "best crop:".to_string() } else { format!("  #{}:", i + 1) };
+            println!("{rank} x={} y={} {}x{}  score {:.3} (better than {:.0}% of AVA)", c.x, c.y, c.width, c.height, c.score, c.percentile);
         }
     }
     Ok(())

@@ -252,13 +252,11 @@ fn parquet_rows_agree_with_loupe_score_and_loupe_crop() {
                 &ok(&["crop", "--json", "-w", &regression, "-w", &histogram, key.as_str(), "--aspect", aspect, "--candidates", "60"]).stdout,
             )
             .unwrap();
-            let best = &said["best"];
-            assert_eq!(
-                [crop.crop_x, crop.crop_y, crop.crop_w, crop.crop_h].map(u64::from),
-                ["x", "y", "width", "height"].map(|f| best[f].as_u64().unwrap())
-            );
-            assert!((crop.crop_score - best["score"].as_f64().unwrap() as f32).abs() < 1e-6);
-            assert!((crop.focal_x - (crop.crop_x as f32 + crop.crop_w as f32 / 2.0) / row.width.unwrap() as f32).abs() < 1e-6);
+            let best = &said["topCrop"];
+            assert_eq!([crop.x, crop.y, crop.width, crop.height].map(u64::from), ["x", "y", "width", "height"].map(|f| best[f].as_u64().unwrap()));
+            assert!((crop.score - best["score"].as_f64().unwrap() as f32).abs() < 1e-6);
+            assert!((crop.percentile - best["percentile"].as_f64().unwrap() as f32).abs() < 1e-4);
+            assert_eq!((crop.focal.x, crop.focal.y), (crop.x as f32 + crop.width as f32 / 2.0, crop.y as f32 + crop.height as f32 / 2.0));
         }
     }
 

@@ -100,7 +100,7 @@ fn crop_writes_the_best_crop_with_the_requested_aspect() {
             args.push("--exact");
         }
         let result: serde_json::Value = serde_json::from_str(ok(&args).trim()).unwrap();
-        let best = &result["best"];
+        let best = &result["topCrop"];
         let field = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap() as u32;
         let (x, y, w, h) = (field(best, "x"), field(best, "y"), field(best, "width"), field(best, "height"));
         assert!(x + w <= width && y + h <= height, "{aspect}: {best} outside {width}x{height}");
@@ -113,10 +113,17 @@ fn crop_writes_the_best_crop_with_the_requested_aspect() {
         }
         // The file holds exactly that rectangle.
         assert_eq!(image::image_dimensions(&out).unwrap(), (w, h));
-        let alternatives = result["alternatives"].as_array().unwrap();
-        assert_eq!(alternatives.len(), 3);
-        let best_score = result["best"]["score"].as_f64().unwrap();
-        assert!(alternatives.iter().all(|a| a["score"].as_f64().unwrap() <= best_score));
+        // smartcrop.js's shape: every crop best first (the top one and --top-k more), the focal
+        // point at the top crop's centre, in source pixels.
+        let crops = result["crops"].as_array().unwrap();
+        assert_eq!(crops.len(), 4);
+        assert_eq!(&crops[0], best);
+        let best_score = best["score"].as_f64().unwrap();
+        assert!(crops.iter().all(|a| a["score"].as_f64().unwrap() <= best_score));
+        let percentile = best["percentile"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&percentile), "{percentile}");
+        let focal = (result["focal"]["x"].as_f64().unwrap(), result["focal"]["y"].as_f64().unwrap());
+        assert_eq!(focal, (f64::from(x) + f64::from(w) / 2.0, f64::from(y) + f64::from(h) / 2.0));
     }
 }
 
@@ -273,6 +280,6 @@ fn crop_top_k_at_the_largest_number_lists_every_candidate_without_overflow() {
     let photo = fixture("coffee.jpg");
     let args = ["crop", "--json", "-w", &regression, photo.to_str().unwrap(), "--candidates", "20", "--top-k", "18446744073709551615"];
     let said: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
-    let alternatives = said["alternatives"].as_array().unwrap().len();
-    assert!((1..20).contains(&alternatives), "{alternatives}");
+    let crops = said["crops"].as_array().unwrap().len();
+    assert!((1..=20).contains(&crops), "{crops}");
 }

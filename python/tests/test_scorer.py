@@ -42,11 +42,14 @@ def test_bytes_and_numpy_input_equal_file_input(scorer):
 def test_crop_equals_the_cli(scorer):
     path = str(FIXTURES / "rocket.jpg")
     crop = scorer.crop(path, aspect="16:9", candidates=60)
-    best = cli_json("crop", "--json", *weight_args(), path, "--aspect", "16:9", "--candidates", "60")["best"]
-    assert [crop["crop_x"], crop["crop_y"], crop["crop_w"], crop["crop_h"]] == [best["x"], best["y"], best["width"], best["height"]]
-    assert abs(crop["crop_score"] - best["score"]) < 1e-4
+    said = cli_json("crop", "--json", *weight_args(), path, "--aspect", "16:9", "--candidates", "60")
+    best = said["topCrop"]
+    # The same field names as the CLI (and the browser's loupeCrop): smartcrop.js's.
+    assert [crop[f] for f in ("x", "y", "width", "height")] == [best[f] for f in ("x", "y", "width", "height")]
+    assert abs(crop["score"] - best["score"]) < 1e-4 and abs(crop["percentile"] - best["percentile"]) < 1e-3
+    assert crop["focal"] == pytest.approx(said["focal"])
     sized = scorer.crop(path, width=200, height=100, candidates=20)
-    assert (sized["crop_w"], sized["crop_h"], sized["aspect"]) == (200, 100, "200x100")
+    assert (sized["width"], sized["height"], sized["aspect"]) == (200, 100, "200x100")
 
 
 def test_bad_images_raise_the_cli_message(scorer, tmp_path):
@@ -98,6 +101,6 @@ def test_batch_parquet_read_back_equals_score_and_crop(tmp_path):
         said = cli_json("score", "--json", *weight_args(), key)
         assert abs(rows[key]["score"] - said["regression"]["score"]) < 1e-4
         assert np.allclose(rows[key]["histogram"], said["histogram"]["histogram"], atol=1e-4)
-        best = cli_json("crop", "--json", *weight_args(), key, "--aspect", "1:1", "--candidates", "40")["best"]
+        best = cli_json("crop", "--json", *weight_args(), key, "--aspect", "1:1", "--candidates", "40")["topCrop"]
         crop = rows[key]["crops"][0]
-        assert [crop["crop_x"], crop["crop_y"], crop["crop_w"], crop["crop_h"]] == [best["x"], best["y"], best["width"], best["height"]]
+        assert [crop[f] for f in ("x", "y", "width", "height")] == [best[f] for f in ("x", "y", "width", "height")]

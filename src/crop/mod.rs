@@ -8,6 +8,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LoupeError, Result};
+use crate::prediction::ava_percentile;
 use crate::rng::SplitMix64;
 use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
 
@@ -90,6 +91,61 @@ pub struct ScoredCrop {
     #[serde(flatten)]
     pub rect: Rect,
     pub score: f32,
+}
+
+/// A crop as Loupe reports it everywhere (CLI `crop --json`, `loupe batch` rows, the wasm API,
+/// Python): smartcrop.js's field names, in source pixels, so its users can switch by changing an
+/// import; plus the AVA percentile of the crop's score.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReportedCrop {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub score: f32,
+    /// Share of AVA's rated photos below `score`, in percent ([`ava_percentile`]).
+    pub percentile: f32,
+}
+
+impl From<ScoredCrop> for ReportedCrop {
+    fn from(crop: ScoredCrop) -> Self {
+        let Rect { x, y, width, height } = crop.rect;
+        Self { x, y, width, height, score: crop.score, percentile: ava_percentile(crop.score) }
+    }
+}
+
+/// Where a crop-aware image service should keep its attention, in source pixels: the best crop's
+/// centre (imgix's `fp-x`/`fp-y` and CSS `object-position` want it as a share of the photo's size).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FocalPoint {
+    pub x: f32,
+    pub y: f32,
+}
+
+impl FocalPoint {
+    pub fn centre_of(crop: &ReportedCrop) -> Self {
+        Self { x: crop.x as f32 + crop.width as f32 / 2.0, y: crop.y as f32 + crop.height as f32 / 2.0 }
+    }
+}
+
+/// The answer to a crop request, shaped like smartcrop.js's (`topCrop`, `crops`), with the focal
+/// point: what `loupe crop --json` prints and the browser's `loupeCrop()` resolves to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CropReport {
+    pub top_crop: ReportedCrop,
+    /// Every crop returned, best first (`crops[0]` is `top_crop`).
+    pub crops: Vec<ReportedCrop>,
+    pub focal: FocalPoint,
+}
+
+impl CropReport {
+    /// From a search's crops, best first; an error when the search returned none.
+    pub fn new(best_first: &[ScoredCrop]) -> Result<Self> {
+        let crops: Vec<ReportedCrop> = best_first.iter().map(|&crop| crop.into()).collect();
+        let top_crop = *crops.first().ok_or_else(|| LoupeError::Crop("the crop search returned no crop".into()))?;
+        Ok(Self { top_crop, crops, focal: FocalPoint::centre_of(&top_crop) })
+    }
 }
 
 /// The largest `aw:ah` rectangle inside `width x height`.

@@ -1,18 +1,33 @@
 // Loupe's embeddable crop widget. One script tag on a host page:
 //   <script type="module" src="/loupe/widget/loupe-crop.js"></script>
 //   <loupe-crop src="photo.jpg" aspect="16:9" candidates="64"></loupe-crop>
-// or from code:  const [best] = await loupeCrop(imageOrUrlOrBlob, { aspect: "1:1" });
+// or from code, with smartcrop.js's call and answer (switch by changing the import):
+//   const { topCrop, crops, focal } = await loupeCrop(imageOrUrlOrBlob, { width: 100, height: 100 });
+//   import smartcrop from ".../loupe-crop.js";  smartcrop.crop(image, { width: 100, height: 100 }).then(({ topCrop }) => ...)
 // Everything runs in the visitor's browser (a Web Worker, WebGPU or CPU); images never leave it.
 import { LoupeClient } from "../client.js";
+
+export { cloudinaryCrop, imgixFocalPoint, imgixRect, thumborCrop, thumborFocal } from "./crop-urls.js";
 
 // What the element and loupeCrop() ask for unless told otherwise: few candidates, for a quick
 // answer in a host page; a fixed seed, so a page crops the same way on every visit.
 const DEFAULTS = { aspect: "1:1", candidates: 64, seed: 1, topK: 5 };
 
-let sharedClient = null;
-function client() {
-  sharedClient ??= new LoupeClient({ weights: new URL("../weights/", import.meta.url).href });
-  return sharedClient;
+// The weights folder (manifest.json and the files it lists): beside the widget folder, as the app
+// lays it out, unless the page says otherwise (configure(), `weightsUrl`, or the `weights` attribute).
+let defaultWeights = new URL("../weights/", import.meta.url).href;
+
+/** Where the weights live, for every later call and element that does not say: `configure({ weightsUrl: "/static/loupe/" })`. */
+export function configure({ weightsUrl }) {
+  defaultWeights = new URL(weightsUrl, document.baseURI).href;
+}
+
+// One worker (and one download of the weights) per weights folder, shared by every element and call.
+const clients = new Map();
+function client(weightsUrl) {
+  const base = weightsUrl ? new URL(weightsUrl, document.baseURI).href : defaultWeights;
+  if (!clients.has(base)) clients.set(base, new LoupeClient({ weights: base }));
+  return clients.get(base);
 }
 
 async function toBytes(image) {
@@ -25,21 +40,55 @@ async function toBytes(image) {
   return response.arrayBuffer();
 }
 
-/**
- * The best crops of an image, best first: [{x, y, width, height, score, percentile}].
- * @param {string|HTMLImageElement|Blob|ArrayBuffer} image
- * @param {{aspect?:string, width?:number, height?:number, candidates?:number, seed?:number, topK?:number,
- *          onProgress?:(done:number, total:number) => void}} [options]
- */
-export async function loupeCrop(image, options = {}) {
-  const bytes = await toBytes(image);
-  // The callback stays on this side: only plain data can be posted to the worker.
-  const { onProgress, ...cropOptions } = options;
-  return client().crop(bytes, { ...DEFAULTS, ...cropOptions }, onProgress);
+// "W:H" for a ratio given as a number (smartcrop's `aspect`, or width / height).
+const ratio = (r) => `${Math.round(r * 10000)}:10000`;
+
+/** The frame Loupe's crop search takes ("16:9" or an exact "640x480") from smartcrop-style options. */
+function frameOf({ aspect, width, height }) {
+  if (width !== undefined || height !== undefined) {
+    // As in smartcrop.js: the proportions of the thumbnail wanted, not a size in source pixels.
+    if (!(width > 0 && height > 0)) throw new Error("loupeCrop: width and height must both be positive numbers");
+    return Number.isInteger(width) && Number.isInteger(height) ? `${width}:${height}` : ratio(width / height);
+  }
+  if (typeof aspect === "number") {
+    if (!(aspect > 0 && Number.isFinite(aspect))) throw new Error(`loupeCrop: aspect must be a positive number, got ${aspect}`);
+    return ratio(aspect);
+  }
+  return aspect ?? DEFAULTS.aspect;
 }
 
+/**
+ * The best crops of an image, shaped like smartcrop.js's answer, in the image's pixels (upright):
+ * `{ topCrop: {x, y, width, height, score, percentile}, crops: [...best first], focal: {x, y} }`.
+ * `score` is the crop's aesthetic score (1..10), `percentile` its share of AVA's rated photos scored
+ * lower, `focal` the top crop's centre.
+ * @param {string|HTMLImageElement|Blob|ArrayBuffer} image
+ * @param {{width?:number, height?:number, aspect?:number|string, minScale?:number, candidates?:number, seed?:number,
+ *          topK?:number, weightsUrl?:string, onProgress?:(done:number, total:number) => void}} [options]
+ *   `width`/`height` (or a numeric `aspect`): the frame's proportions, as in smartcrop.js;
+ *   `aspect: "16:9"`, or `"640x480"` for exactly that many source pixels; `minScale`: the smallest
+ *   crop as a share of the largest that fits (default 0.5; smartcrop's default is 1).
+ */
+export async function loupeCrop(image, options = {}) {
+  const { onProgress, weightsUrl, width, height, aspect, ...rest } = options;
+  const frame = frameOf({ aspect, width, height });
+  const bytes = await toBytes(image);
+  // The callback stays on this side: only plain data can be posted to the worker.
+  return client(weightsUrl).crop(bytes, { ...DEFAULTS, ...rest, aspect: frame }, onProgress);
+}
+
+/** smartcrop.js's entry point, for a drop-in switch: `smartcrop.crop(image, options[, callback])`. */
+const smartcrop = {
+  async crop(image, options, callback) {
+    const result = await loupeCrop(image, options);
+    callback?.(result);
+    return result;
+  },
+};
+export default smartcrop;
+
 class LoupeCropElement extends HTMLElement {
-  static observedAttributes = ["src", "aspect", "candidates"];
+  static observedAttributes = ["src", "aspect", "candidates", "weights"];
 
   constructor() {
     super();
@@ -65,21 +114,22 @@ class LoupeCropElement extends HTMLElement {
     const run = ++this.run;
     const aspect = this.getAttribute("aspect") || DEFAULTS.aspect;
     const candidates = Number(this.getAttribute("candidates")) || DEFAULTS.candidates;
+    const weightsUrl = this.getAttribute("weights") ?? undefined;
     this.status.textContent = "Finding the best crop…";
     this.dataset.state = "working";
     try {
       const bytes = await toBytes(new URL(src, document.baseURI).href);
       const bitmap = await createImageBitmap(new Blob([bytes]), { imageOrientation: "from-image" });
-      const [best] = await loupeCrop(bytes, { aspect, candidates, topK: 1 });
+      const result = await loupeCrop(bytes, { aspect, candidates, topK: 1, weightsUrl });
       if (run !== this.run) return;
-      this.canvas.width = best.width;
-      this.canvas.height = best.height;
-      this.canvas.getContext("2d").drawImage(bitmap, best.x, best.y, best.width, best.height, 0, 0, best.width, best.height);
+      const { x, y, width, height, score, percentile } = result.topCrop;
+      this.canvas.width = width;
+      this.canvas.height = height;
+      this.canvas.getContext("2d").drawImage(bitmap, x, y, width, height, 0, 0, width, height);
       this.canvas.setAttribute("aria-label", `Best ${aspect} crop of ${src}`);
-      this.status.textContent = `Best ${aspect} crop, score ${best.score.toFixed(2)} (better than ${Math.round(best.percentile)}% of AVA)`;
-      const { x, y, width, height, score, percentile } = best;
-      Object.assign(this.dataset, { state: "done", x, y, width, height, score, percentile });
-      this.dispatchEvent(new CustomEvent("loupe-crop", { detail: best }));
+      this.status.textContent = `Best ${aspect} crop, score ${score.toFixed(2)} (better than ${Math.round(percentile)}% of AVA)`;
+      Object.assign(this.dataset, { state: "done", x, y, width, height, score, percentile, focalX: result.focal.x, focalY: result.focal.y });
+      this.dispatchEvent(new CustomEvent("loupe-crop", { detail: result }));
     } catch (error) {
       if (run !== this.run) return; // a newer run owns the element now
       this.status.textContent = `Could not crop: ${error.message}`;
@@ -88,4 +138,5 @@ class LoupeCropElement extends HTMLElement {
   }
 }
 
-customElements.define("loupe-crop", LoupeCropElement);
+// A page may load the module twice (two URLs for one file); the element is defined once.
+if (!customElements.get("loupe-crop")) customElements.define("loupe-crop", LoupeCropElement);

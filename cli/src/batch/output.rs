@@ -46,15 +46,18 @@ pub fn schema() -> SchemaRef {
             let text = |name| Field::new(name, DataType::Utf8, true);
             let float = |name| Field::new(name, DataType::Float32, true);
             let count = |name| Field::new(name, DataType::UInt32, true);
+            let pixels = |name| Field::new(name, DataType::UInt32, false);
+            let real = |name| Field::new(name, DataType::Float32, false);
+            let focal = Fields::from(vec![real("x"), real("y")]);
             let crop = Fields::from(vec![
                 Field::new("aspect", DataType::Utf8, false),
-                Field::new("crop_x", DataType::UInt32, false),
-                Field::new("crop_y", DataType::UInt32, false),
-                Field::new("crop_w", DataType::UInt32, false),
-                Field::new("crop_h", DataType::UInt32, false),
-                Field::new("focal_x", DataType::Float32, false),
-                Field::new("focal_y", DataType::Float32, false),
-                Field::new("crop_score", DataType::Float32, false),
+                pixels("x"),
+                pixels("y"),
+                pixels("width"),
+                pixels("height"),
+                real("score"),
+                real("percentile"),
+                Field::new("focal", DataType::Struct(focal), false),
             ]);
             Arc::new(Schema::new(vec![
                 Field::new("key", DataType::Utf8, false),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use image::RgbImage;
 use loupe::burn::tensor::Device;
-use loupe::crop::{CropRequest, CropShape, FastCropOptions, fast_crop_search};
+use loupe::crop::{CropReport, CropRequest, CropShape, FastCropOptions, FocalPoint, ReportedCrop, fast_crop_search};
 use loupe::model::OutputKind;
 use loupe::preprocess::{decode_image, resize_to_input};
 use loupe::scorer::crop_scorer;
@@ -46,20 +46,29 @@ pub struct Row {
     pub ms: f32,
 }
 
-/// The best crop of one aspect, in source pixels, and its centre as a focal point (0..1 of the
-/// photo's width and height: what CSS `object-position` wants).
+/// The best crop of one aspect: [`ReportedCrop`]'s fields (smartcrop.js's names, in source
+/// pixels, as `loupe crop --json` and the browser report them) with the aspect asked and the
+/// focal point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CropRow {
     /// As asked: `16:9` (an aspect) or `640x480` (an exact size).
     pub aspect: String,
-    pub crop_x: u32,
-    pub crop_y: u32,
-    pub crop_w: u32,
-    pub crop_h: u32,
-    pub focal_x: f32,
-    pub focal_y: f32,
-    /// The crop's own score.
-    pub crop_score: f32,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    /// The crop's own score, and its AVA percentile.
+    pub score: f32,
+    pub percentile: f32,
+    /// The crop's centre, in source pixels.
+    pub focal: FocalPoint,
+}
+
+impl CropRow {
+    fn new(aspect: String, report: &CropReport) -> Self {
+        let ReportedCrop { x, y, width, height, score, percentile } = report.top_crop;
+        Self { aspect, x, y, width, height, score, percentile, focal: report.focal }
+    }
 }
 
 /// What to compute for every photo.
@@ -184,18 +193,7 @@ impl BatchModels {
         let scorer = crop_scorer(&self.scorers).context("no model to crop with")?;
         let request = CropRequest { shape: *shape, candidates: tasks.candidates, seed: tasks.seed, top_k: 1, ..CropRequest::default() };
         let crops = fast_crop_search(scorer, image, &request, &FastCropOptions::default(), |_, _| {})?;
-        let best = crops.first().context("the crop search returned nothing")?;
-        let r = best.rect;
-        Ok(CropRow {
-            aspect: shape_name(shape),
-            crop_x: r.x,
-            crop_y: r.y,
-            crop_w: r.width,
-            crop_h: r.height,
-            focal_x: (r.x as f32 + r.width as f32 / 2.0) / image.width() as f32,
-            focal_y: (r.y as f32 + r.height as f32 / 2.0) / image.height() as f32,
-            crop_score: best.score,
-        })
+        Ok(CropRow::new(shape_name(shape), &CropReport::new(&crops)?))
     }
 }
 

@@ -4,7 +4,7 @@ computed locally by the same Rust code as the ``loupe`` command line.
     >>> import loupe
     >>> scorer = loupe.Scorer()                   # the default weights, on the CPU
     >>> scorer.score("photo.jpg")["score"]        # also bytes, or a numpy HxWx3 uint8 array
-    >>> scorer.crop("photo.jpg", aspect="16:9")   # {"crop_x": ..., "focal_x": ...}
+    >>> scorer.crop("photo.jpg", aspect="16:9")   # {"x": ..., "width": ..., "score": ..., "focal": {"x": ..., "y": ...}}
 
 Results are plain dicts with the columns of ``loupe batch`` (see ``loupe.SCHEMA``). A photo Loupe
 cannot use raises ``loupe.LoupeError`` with the message the command line gives; the ``*_batch``
@@ -166,10 +166,12 @@ def schema():
     """The Arrow schema of ``loupe batch`` rows (needs pyarrow)."""
     import pyarrow as pa
 
+    focal = pa.struct([pa.field(n, pa.float32(), nullable=False) for n in ("x", "y")])
     crop = pa.struct([
         pa.field("aspect", pa.string(), nullable=False),
-        *[pa.field(n, pa.uint32(), nullable=False) for n in ("crop_x", "crop_y", "crop_w", "crop_h")],
-        *[pa.field(n, pa.float32(), nullable=False) for n in ("focal_x", "focal_y", "crop_score")],
+        *[pa.field(n, pa.uint32(), nullable=False) for n in ("x", "y", "width", "height")],
+        *[pa.field(n, pa.float32(), nullable=False) for n in ("score", "percentile")],
+        pa.field("focal", focal, nullable=False),
     ])
     return pa.schema([
         pa.field("key", pa.string(), nullable=False),
