@@ -121,8 +121,8 @@ pub struct SampleWeights {
 pub const PAPER_BINS: usize = 90;
 /// More bins than this would leave almost every bin empty even on all of AVA (255,502 images).
 pub const MAX_BINS: usize = 100_000;
-const SCORE_MIN: f32 = 1.0;
-const SCORE_MAX: f32 = 10.0;
+pub const SCORE_MIN: f32 = 1.0;
+pub const SCORE_MAX: f32 = 10.0;
 
 /// `--bins`: 1..=[`MAX_BINS`] (every function here assumes at least one bin).
 pub fn parse_bins(text: &str) -> std::result::Result<usize, String> {
@@ -132,8 +132,16 @@ pub fn parse_bins(text: &str) -> std::result::Result<usize, String> {
     }
 }
 
+/// How far below a bin's lower edge a score may fall and still count as on it. Means are computed
+/// in f32 (a few 1e-6 off), and a mean exactly on an edge (5.3 = 53/10 of the votes) must land in
+/// the bin that starts there; a mean of up to 5,000 votes that is not on an edge is at least 2e-5
+/// from it, so no other score moves.
+const EDGE_TOLERANCE: f64 = 1e-5;
+
+/// The bin of `score` among `bins` bins evenly covering [SCORE_MIN, SCORE_MAX], each holding its lower edge.
 pub fn bin_of(score: f32, bins: usize) -> usize {
-    let position = (score - SCORE_MIN) / (SCORE_MAX - SCORE_MIN) * bins as f32;
+    let width = f64::from(SCORE_MAX - SCORE_MIN) / bins as f64;
+    let position = (f64::from(score) - f64::from(SCORE_MIN) + EDGE_TOLERANCE) / width;
     (position.floor().max(0.0) as usize).min(bins - 1)
 }
 
@@ -181,6 +189,16 @@ mod tests {
         let mut counts = [0; 10];
         counts[score_bin] = 10;
         ImageLabel { id, counts }
+    }
+
+    #[test]
+    fn a_mean_on_a_bin_edge_lands_in_the_bin_that_starts_there() {
+        // Means of exactly 5.3, 4.7 and 7.9 (computed in f32, as labels do).
+        for (votes, bin) in [([0, 0, 0, 0, 70, 30, 0, 0, 0, 0], 43), ([0, 0, 0, 30, 70, 0, 0, 0, 0, 0], 37), ([0, 0, 0, 0, 0, 0, 10, 90, 0, 0], 69)] {
+            let label = ImageLabel { id: 0, counts: votes };
+            assert_eq!(bin_of(label.mean(), PAPER_BINS), bin, "{votes:?}: mean {}", label.mean());
+        }
+        assert_eq!((bin_of(1.0, 90), bin_of(1.0999, 90), bin_of(1.1, 90), bin_of(10.0, 90), bin_of(-3.0, 90)), (0, 0, 1, 89, 0));
     }
 
     #[test]
