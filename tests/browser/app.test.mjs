@@ -162,6 +162,41 @@ for (const backend of ["webgpu", "cpu"]) {
       await page.screenshot({ path: join(artifacts, `${backend}-batch.png`), fullPage: true });
     });
 
+    test("the paper page shows Tables 1-2 beside Loupe's evaluation, Fig. 2, and both models on a photo", async () => {
+      await page.goto(new URL("paper.html", fullUrl).href);
+      await page.waitForFunction(() => document.body.dataset.ready === "true" || !document.getElementById("error").hidden, null, { timeout: 60_000 });
+      assert.equal(await page.locator("#error").isHidden(), true, await page.locator("#error").textContent());
+      const tableText = (id) => page.evaluate((id) => [...document.querySelectorAll(`#${id} tbody tr`)].map((tr) => [...tr.cells].map((c) => c.textContent)), id);
+      const table1 = await tableText("table1");
+      assert.deepEqual(table1.slice(5, 7), [["paper: No SW regression (NSWR)", "0.3373", "1.3951"], ["paper: SW regression (SWR)", "0.4847", "0.9754"]]);
+      // Loupe's rows: the MSEs of weights/EVALUATION.md, read here with a pattern of its own.
+      const evaluation = readFileSync(join(LOUPE_FULL, "EVALUATION.md"), "utf8");
+      const mse = (model, set) => new RegExp(`Evaluation of \`[^\`]*/${model}/[^\`]*\`[\\s\\S]*?\\| ${set} \\| \\d+ \\| ([0-9.]+) \\|`).exec(evaluation)[1];
+      assert.deepEqual(table1.slice(7), [["Loupe: NSWR", mse("nswr", "all"), mse("nswr", "balanced")], ["Loupe: SWR", mse("swr", "all"), mse("swr", "balanced")]]);
+      const table2 = await tableText("table2");
+      assert.deepEqual(table2[0], ["paper: SW histogram (SWH)", "0.6358", "26.75%", "1.0109", "19.57%"]);
+      assert.equal(table2[1][1], mse("swh", "all"));
+      // Fig. 2: one bar per bin of Eq. 1, and the weight curve over the non-empty ones.
+      const stats = JSON.parse(readFileSync(join(root, "www", "paper", "ava-sample-weights.json"), "utf8")).sample_weights;
+      assert.equal(await page.locator("#weights-chart rect.bin").count(), 90);
+      const points = await page.evaluate(() => document.querySelector("#weights-chart polyline.weights").getAttribute("points").split(" ").length);
+      assert.equal(points, stats.counts.filter((c) => c > 0).length);
+      assert.match(await page.locator("#weights-caption").textContent(), /all 255,502 AVA photos in 90 bins/);
+      await page.screenshot({ path: join(artifacts, `${backend}-paper.png`), fullPage: true });
+
+      await page.setInputFiles("#paper-file", photo);
+      await page.waitForFunction(() => "result" in document.getElementById("side-by-side").dataset || !document.getElementById("error").hidden, null, { timeout: 600_000 });
+      assert.equal(await page.locator("#error").isHidden(), true, await page.locator("#error").textContent());
+      const shown = await page.evaluate(() => JSON.parse(document.getElementById("side-by-side").dataset.result));
+      const native = nativeScores(LOUPE_FULL, photo);
+      assert.ok(Math.abs(shown.regression.score - native.regression.score) < 1e-3, `SWR: wasm ${shown.regression.score} vs native ${native.regression.score}`);
+      assert.ok(Math.abs(shown.histogramModel.score - native.histogram.score) < 1e-3, `SWH: wasm ${shown.histogramModel.score} vs native ${native.histogram.score}`);
+      assert.equal(await page.locator("#swr-score").textContent(), shown.regression.score.toFixed(2));
+      assert.equal(await page.locator("#swh-score").textContent(), shown.histogramModel.score.toFixed(2));
+      assert.equal(await page.locator("#swh-histogram rect.bar").count(), 10);
+      await page.screenshot({ path: join(artifacts, `${backend}-paper-photo.png`), fullPage: true });
+    });
+
     test("the widget example page crops", async () => {
       await page.goto(new URL("widget/example.html", tinyUrl).href);
       await page.waitForFunction(() => ["done", "error"].includes(document.getElementById("hero").dataset.state), null, { timeout: 600_000 });
@@ -180,8 +215,12 @@ for (const backend of ["webgpu", "cpu"]) {
       assert.ok(called.progress.length > 0, "onProgress was never called");
       const [done, total] = called.progress.at(-1);
       assert.ok(done > 0 && done <= total, JSON.stringify(called.progress));
-      assert.equal(called.crops[0].width, called.crops[0].height);
-      assert.ok(called.crops[0].percentile >= 0 && called.crops[0].percentile <= 100);
+      // smartcrop.js's answer: the top crop, every crop best first, the focal point.
+      const { topCrop, crops, focal } = called.crops;
+      assert.equal(topCrop.width, topCrop.height);
+      assert.deepEqual(crops[0], topCrop);
+      assert.ok(topCrop.percentile >= 0 && topCrop.percentile <= 100);
+      assert.deepEqual(focal, { x: topCrop.x + topCrop.width / 2, y: topCrop.y + topCrop.height / 2 });
     });
   });
 }

@@ -50,6 +50,10 @@ pub enum DataCommand {
         /// Write score-distribution and sample-weight plots (SVG and PNG) here.
         #[arg(long)]
         plots: Option<PathBuf>,
+        /// Write every set's summary and the sample weights (bin counts and weights) as JSON here
+        /// (the app's paper page draws Fig. 2 from this file).
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// The paper's splits: RS-test, ED-test, train (seeded id lists).
     Split {

@@ -14,7 +14,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Data(DataCommand::Stats { labels, splits, bins, plots }) => stats::stats(&labels, splits.as_deref(), bins, plots.as_deref()),
+        Command::Data(DataCommand::Stats { labels, splits, bins, plots, json }) => {
+            stats::stats(&labels, splits.as_deref(), bins, plots.as_deref(), json.as_deref())
+        }
         Command::Data(DataCommand::Split { labels, out, rs, ed_per_class, seed, test_list }) => {
             stats::split(&labels, &out, rs, ed_per_class, seed, test_list.as_deref())
         }

@@ -9,10 +9,28 @@ use serde::Serialize;
 
 use crate::labels::{ImageLabel, Labels, read_id_list};
 use crate::plots;
-use crate::splits::{PAPER_BINS, SampleWeights, ScoreClass, Splits, listed_splits, paper_splits, sample_weights};
+use crate::splits::{PAPER_BINS, SCORE_MAX, SCORE_MIN, SampleWeights, ScoreClass, Splits, listed_splits, paper_splits, sample_weights};
 
-/// `data stats`: every set's summary and the sample weights of Eq. 1, with plots if asked.
-pub fn stats(labels: &Path, splits: Option<&Path>, bins: usize, plots_dir: Option<&Path>) -> Result<()> {
+/// `data stats --json`: every set's summary, and the sample weights of Eq. 1 over their bins.
+#[derive(Serialize)]
+struct StatsReport<'a> {
+    sets: BTreeMap<&'a str, SetSummary>,
+    sample_weights: WeightsReport<'a>,
+}
+
+#[derive(Serialize)]
+struct WeightsReport<'a> {
+    /// The set the weights were computed on: "train" with splits, else "all".
+    computed_on: &'a str,
+    /// Bin i covers [score_min + i * width, score_min + (i + 1) * width).
+    score_min: f32,
+    score_max: f32,
+    #[serde(flatten)]
+    weights: &'a SampleWeights,
+}
+
+/// `data stats`: every set's summary and the sample weights of Eq. 1, with plots and JSON if asked.
+pub fn stats(labels: &Path, splits: Option<&Path>, bins: usize, plots_dir: Option<&Path>, json: Option<&Path>) -> Result<()> {
     let parsed = Labels::read(labels)?;
     parsed.warn_about_bad_rows();
     if parsed.images.is_empty() {
@@ -27,6 +45,19 @@ pub fn stats(labels: &Path, splits: Option<&Path>, bins: usize, plots_dir: Optio
     let (min, max) = weights.range();
     let used = weights.counts.iter().filter(|&&c| c > 0).count();
     println!("sample weights (Eq. 1, {bins} bins, {used} non-empty): {min:.3} .. {max:.1}");
+    if let Some(path) = json {
+        let report = StatsReport {
+            sets: sets.iter().map(|(name, set)| (name.as_str(), summarise(set))).collect(),
+            sample_weights: WeightsReport {
+                computed_on: if sets.iter().any(|(name, _)| name == "train") { "train" } else { "all" },
+                score_min: SCORE_MIN,
+                score_max: SCORE_MAX,
+                weights: &weights,
+            },
+        };
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     if let Some(dir) = plots_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         plots::save(&plots::ScoreDistributions(&sets), &dir.join("score_distributions"))?;
@@ -143,7 +174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad.txt");
         std::fs::write(&bad, "not an AVA row\nneither is this\n").unwrap();
-        let error = stats(&bad, None, PAPER_BINS, Some(&dir.path().join("plots"))).unwrap_err().to_string();
+        let error = stats(&bad, None, PAPER_BINS, Some(&dir.path().join("plots")), None).unwrap_err().to_string();
         assert!(error.contains("no valid label rows (2 bad)"), "{error}");
 
         // Three images, one per ED class: RS 0 + ED 1 per class takes them all.
