@@ -16,6 +16,8 @@ export interface LoupeCropResult {
   crops: LoupeCropRect[];
   /** The top crop's centre, in source pixels. */
   focal: { x: number; y: number };
+  /** How hard the top crop is to judge (the histogram model's std of the predicted ratings, and in words); absent without that model. */
+  difficulty?: { std: number; label: string };
 }
 
 export interface LoupeCropOptions {

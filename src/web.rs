@@ -181,7 +181,8 @@ impl Loupe {
     }
 
     /// The best crops of an image, shaped like smartcrop.js's answer: `{topCrop, crops, focal}`
-    /// ([`CropReport`]; crops are `{x, y, width, height, score, percentile}`, best first).
+    /// ([`CropReport`]; crops are `{x, y, width, height, score, percentile}`, best first), with the
+    /// top crop's `difficulty: {std, label}` when the histogram model is loaded.
     /// `on_progress(done, total)` is called after each batch.
     pub async fn crop(&self, image: &[u8], options: JsValue, on_progress: Option<js_sys::Function>) -> Result<JsValue, JsError> {
         let scorer = self.crop_scorer()?;
@@ -215,7 +216,9 @@ impl Loupe {
             fast_crop_search_async(scorer, &image, &request, &fast, progress).await
         }
         .map_err(js_error)?;
-        to_js_value(&CropReport::new(&crops).map_err(js_error)?)
+        let mut report = CropReport::new(&crops).map_err(js_error)?;
+        report.judge_difficulty_async(&self.scorers, &image).await.map_err(js_error)?;
+        to_js_value(&report)
     }
 }
 

@@ -31,7 +31,8 @@ pub fn crop(args: CropArgs) -> Result<()> {
         })?
     };
     bar.finish_and_clear();
-    let report = CropReport::new(&crops)?;
+    let mut report = CropReport::new(&crops)?;
+    report.judge_difficulty(&scorers, &image)?;
     let best = report.top_crop;
     if let Some(out) = &args.output {
         let rect = Rect { x: best.x, y: best.y, width: best.width, height: best.height };
@@ -46,6 +47,9 @@ pub fn crop(args: CropArgs) -> Result<()> {
         for (i, c) in report.crops.iter().enumerate() {
             let rank = if i == 0 { "best crop:".to_string() } else { format!("  #{}:", i + 1) };
             println!("{rank} x={} y={} {}x{}  score {:.3} (better than {:.0}% of AVA)", c.x, c.y, c.width, c.height, c.score, c.percentile);
+        }
+        if let Some(difficulty) = &report.difficulty {
+            println!("best crop's rating spread: std {:.2}, {}", difficulty.std, difficulty.label);
         }
     }
     Ok(())

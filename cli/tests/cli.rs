@@ -124,6 +124,8 @@ fn crop_writes_the_best_crop_with_the_requested_aspect() {
         assert!((0.0..=100.0).contains(&percentile), "{percentile}");
         let focal = (result["focal"]["x"].as_f64().unwrap(), result["focal"]["y"].as_f64().unwrap());
         assert_eq!(focal, (f64::from(x) + f64::from(w) / 2.0, f64::from(y) + f64::from(h) / 2.0));
+        // Only a histogram model can say how hard the crop is to judge.
+        assert!(result.get("difficulty").is_none(), "{result}");
     }
 }
 
@@ -271,6 +273,29 @@ fn loupe_serve_answers_only_its_own_host_and_never_dotfiles() {
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(statuses, [200, 200, 421, 404, 404, 404]);
+}
+
+#[test]
+fn crop_with_a_histogram_model_says_how_hard_the_top_crop_is_to_judge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (regression, histogram) = tiny_models(dir.path());
+    let photo = fixture("coffee.jpg");
+    let args = ["crop", "--json", "-w", &regression, "-w", &histogram, photo.to_str().unwrap(), "--candidates", "12", "--aspect", "4:5"];
+    let said: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+    // The histogram model's std for the top crop, scored on its own.
+    let top = &said["topCrop"];
+    let cropped = image::open(&photo).unwrap().crop_imm(
+        top["x"].as_u64().unwrap() as u32,
+        top["y"].as_u64().unwrap() as u32,
+        top["width"].as_u64().unwrap() as u32,
+        top["height"].as_u64().unwrap() as u32,
+    );
+    let crop_file = dir.path().join("top.png");
+    cropped.save(&crop_file).unwrap();
+    let scored: serde_json::Value = serde_json::from_str(&ok(&["score", "--json", "-w", &histogram, crop_file.to_str().unwrap()])).unwrap();
+    let std = said["difficulty"]["std"].as_f64().unwrap();
+    assert!((std - scored["histogram"]["std"].as_f64().unwrap()).abs() < 1e-3, "{said} vs {scored}");
+    assert!(!said["difficulty"]["label"].as_str().unwrap().is_empty());
 }
 
 #[test]

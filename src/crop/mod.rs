@@ -8,7 +8,8 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LoupeError, Result};
-use crate::prediction::ava_percentile;
+use crate::model::OutputKind;
+use crate::prediction::{ava_percentile, difficulty_label};
 use crate::rng::SplitMix64;
 use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
 
@@ -137,6 +138,16 @@ pub struct CropReport {
     /// Every crop returned, best first (`crops[0]` is `top_crop`).
     pub crops: Vec<ReportedCrop>,
     pub focal: FocalPoint,
+    /// How hard the top crop is to judge, when a histogram model is loaded ([`Self::judge_difficulty_async`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difficulty: Option<Difficulty>,
+}
+
+/// The paper's difficulty: the spread of the ratings the histogram model predicts, and in words.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Difficulty {
+    pub std: f32,
+    pub label: String,
 }
 
 impl CropReport {
@@ -144,7 +155,23 @@ impl CropReport {
     pub fn new(best_first: &[ScoredCrop]) -> Result<Self> {
         let crops: Vec<ReportedCrop> = best_first.iter().map(|&crop| crop.into()).collect();
         let top_crop = *crops.first().ok_or_else(|| LoupeError::Crop("the crop search returned no crop".into()))?;
-        Ok(Self { top_crop, crops, focal: FocalPoint::centre_of(&top_crop) })
+        Ok(Self { top_crop, crops, focal: FocalPoint::centre_of(&top_crop), difficulty: None })
+    }
+
+    /// Fill [`Self::difficulty`] from the first histogram model among `scorers` (one more forward
+    /// pass, of the top crop); nothing when none is loaded.
+    pub async fn judge_difficulty_async(&mut self, scorers: &[Scorer], image: &RgbImage) -> Result<()> {
+        let Some(histogram) = scorers.iter().find(|s| s.output() == OutputKind::Histogram) else { return Ok(()) };
+        let ReportedCrop { x, y, width, height, .. } = self.top_crop;
+        let crop = Rect { x, y, width, height }.crop(image);
+        let prediction = histogram.predict_async(std::slice::from_ref(&crop)).await?.into_iter().next();
+        self.difficulty = prediction.and_then(|p| p.std).map(|std| Difficulty { std, label: difficulty_label(std).into() });
+        Ok(())
+    }
+
+    /// [`Self::judge_difficulty_async`], blocking.
+    pub fn judge_difficulty(&mut self, scorers: &[Scorer], image: &RgbImage) -> Result<()> {
+        block_on(self.judge_difficulty_async(scorers, image))?
     }
 }
 

@@ -107,6 +107,8 @@ for (const backend of ["webgpu", "cpu"]) {
         assert.ok(crops.every((c, i) => i === 0 || crops[i - 1].score >= c.score));
         assert.deepEqual(focal, { x: topCrop.x + topCrop.width / 2, y: topCrop.y + topCrop.height / 2 });
         assert.ok(topCrop.score >= 1 && topCrop.score <= 10 && topCrop.percentile >= 0 && topCrop.percentile <= 100, JSON.stringify(topCrop));
+        // The tiny weights have a histogram model: it says how hard the top crop is to judge.
+        assert.ok(result.difficulty?.std > 0 && result.difficulty.label, JSON.stringify(result.difficulty));
         assert.equal(result.cloudinary, `c_crop,x_${topCrop.x},y_${topCrop.y},w_${topCrop.width},h_${topCrop.height}`);
 
         await page.waitForFunction(() => ["done", "error"].includes(document.getElementById("hero").dataset.state), null, { timeout: 600_000 });
@@ -114,6 +116,7 @@ for (const backend of ["webgpu", "cpu"]) {
         assert.equal(hero.state, "done", JSON.stringify(hero));
         assert.ok(Math.abs(Number(hero.width) * 9 - Number(hero.height) * 16) <= 16, `not 16:9: ${hero.width}x${hero.height}`);
         assert.equal(Number(hero.focalX), Number(hero.x) + Number(hero.width) / 2);
+        assert.ok(Number(hero.std) > 0, `data-std ${hero.std}`);
         await page.screenshot({ path: join(artifacts, `npm-package-${backend}.png`), fullPage: true });
         console.log(`${backend}: packed package cropped ${JSON.stringify(topCrop)}; element ${hero.width}x${hero.height}`);
       } finally {

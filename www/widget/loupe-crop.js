@@ -61,7 +61,8 @@ function frameOf({ aspect, width, height }) {
  * The best crops of an image, shaped like smartcrop.js's answer, in the image's pixels (upright):
  * `{ topCrop: {x, y, width, height, score, percentile}, crops: [...best first], focal: {x, y} }`.
  * `score` is the crop's aesthetic score (1..10), `percentile` its share of AVA's rated photos scored
- * lower, `focal` the top crop's centre.
+ * lower, `focal` the top crop's centre; with the histogram model, `difficulty: {std, label}` says how
+ * hard the top crop is to judge (the spread of the ratings it predicts).
  * @param {string|HTMLImageElement|Blob|ArrayBuffer} image
  * @param {{width?:number, height?:number, aspect?:number|string, minScale?:number, candidates?:number, seed?:number,
  *          topK?:number, weightsUrl?:string, onProgress?:(done:number, total:number) => void}} [options]
@@ -129,6 +130,7 @@ class LoupeCropElement extends HTMLElement {
       this.canvas.setAttribute("aria-label", `Best ${aspect} crop of ${src}`);
       this.status.textContent = `Best ${aspect} crop, score ${score.toFixed(2)} (better than ${Math.round(percentile)}% of AVA)`;
       Object.assign(this.dataset, { state: "done", x, y, width, height, score, percentile, focalX: result.focal.x, focalY: result.focal.y });
+      if (result.difficulty) this.dataset.std = result.difficulty.std;
       this.dispatchEvent(new CustomEvent("loupe-crop", { detail: result }));
     } catch (error) {
       if (run !== this.run) return; // a newer run owns the element now
