@@ -57,6 +57,10 @@ fn format_predictions(path: &Path, predictions: &[(&str, Prediction)], json: boo
         let mut object = serde_json::json!({ "image": path });
         for (name, prediction) in predictions {
             object[*name] = serde_json::to_value(prediction)?;
+            // The std in words, as the browser shows it.
+            if let Some(std) = prediction.std {
+                object[*name]["difficulty"] = difficulty_label(std).into();
+            }
         }
         return Ok(object.to_string());
     }

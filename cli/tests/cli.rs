@@ -296,6 +296,8 @@ fn crop_with_a_histogram_model_says_how_hard_the_top_crop_is_to_judge() {
     let std = said["difficulty"]["std"].as_f64().unwrap();
     assert!((std - scored["histogram"]["std"].as_f64().unwrap()).abs() < 1e-3, "{said} vs {scored}");
     assert!(!said["difficulty"]["label"].as_str().unwrap().is_empty());
+    // `score --json` says it in words too, as the browser does.
+    assert!(!scored["histogram"]["difficulty"].as_str().unwrap().is_empty(), "{scored}");
 }
 
 #[test]
