@@ -40,4 +40,4 @@ tarball=$(./scripts/build-npm.sh | tail -n 1)
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 LOUPE_BIN="$loupe" LOUPE_FULL="$full" LOUPE_TINY="$weights/tiny" LOUPE_NPM_TARBALL="$tarball" \
   node --test --test-concurrency=1 --test-reporter=spec \
-  tests/browser/crop-urls.test.mjs tests/browser/app.test.mjs tests/browser/npm-package.test.mjs
+  tests/browser/crop-urls.test.mjs tests/browser/weights.test.mjs tests/browser/app.test.mjs tests/browser/npm-package.test.mjs

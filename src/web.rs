@@ -148,6 +148,13 @@ impl Loupe {
         Ok(metadata)
     }
 
+    /// The largest photo file Loupe reads, in bytes ([`crate::preprocess::MAX_FILE_BYTES`]): the
+    /// worker refuses bigger files before copying them into WebAssembly memory.
+    #[wasm_bindgen(js_name = maxFileBytes)]
+    pub fn max_file_bytes() -> usize {
+        crate::preprocess::MAX_FILE_BYTES
+    }
+
     /// Metadata of a weight file without loading it (checks framing and checksum).
     #[wasm_bindgen(js_name = inspectWeights)]
     pub fn inspect_weights(bytes: &[u8]) -> Result<JsValue, JsError> {

@@ -7,20 +7,45 @@ export class LoupeClient {
    * @param {(loaded:number, total:number)=>void} [options.onDownload]
    */
   constructor({ weights, forceCpu = false, onDownload } = {}) {
-    const base = new URL(weights || "./weights/", new URL(".", import.meta.url)).href;
-    this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    this.settings = { base: new URL(weights || "./weights/", new URL(".", import.meta.url)).href, forceCpu, onDownload };
     this.pending = new Map();
     this.nextId = 1;
+    /** How often a crashed worker was replaced. */
+    this.restarts = 0;
+    this.#start();
+  }
+
+  #start() {
+    const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    this.worker = worker;
+    let started = false;
     this.ready = new Promise((resolve, reject) => {
-      this.worker.addEventListener("message", ({ data }) => {
-        if (data.type === "progress") onDownload?.(data.loaded, data.total);
-        else if (data.type === "ready") resolve(data);
+      worker.addEventListener("message", ({ data }) => {
+        if (worker !== this.worker) return; // a replaced worker's last words
+        if (data.type === "progress") this.settings.onDownload?.(data.loaded, data.total);
+        else if (data.type === "ready") resolve(((started = true), data));
         else if (data.type === "fatal") reject(new Error(data.message));
         else this.#settle(data);
       });
-      this.worker.addEventListener("error", (event) => reject(new Error(event.message || "worker failed to start")));
+      worker.addEventListener("error", (event) => {
+        if (worker !== this.worker) return;
+        const reason = event.message || "the worker failed";
+        if (!started) reject(new Error(reason));
+        else this.#restart(reason);
+      });
     });
-    this.worker.postMessage({ type: "init", forceCpu, base });
+    worker.postMessage({ type: "init", forceCpu: this.settings.forceCpu, base: this.settings.base });
+  }
+
+  // A worker that crashed (a WebAssembly trap, memory exhausted) cannot be trusted with the next
+  // photo: it is replaced by a fresh one (weights from the cache), and what it was doing fails.
+  #restart(reason) {
+    this.worker.terminate();
+    const failed = [...this.pending.values()];
+    this.pending.clear();
+    this.restarts += 1;
+    this.#start();
+    for (const request of failed) request.reject(new Error(`Loupe's worker stopped (${reason}); it was restarted, try again`));
   }
 
   #settle(data) {
@@ -30,6 +55,7 @@ export class LoupeClient {
     this.pending.delete(data.id);
     if (data.type === "result") request.resolve(data.result);
     else request.reject(new Error(data.message));
+    if (data.fatal) this.#restart(data.message);
   }
 
   #request(message, onProgress) {
@@ -50,13 +76,16 @@ export class LoupeClient {
     );
   }
 
-  /** @param {ArrayBuffer} bytes an encoded image */
+  /**
+   * `{score, percentile, regression?, histogramModel?, ms}` for one photo.
+   * @param {ArrayBuffer} bytes an encoded image
+   */
   score(bytes) {
     return this.#request({ type: "score", bytes });
   }
 
   /**
-   * `{topCrop, crops, focal}`, as loupeCrop() (but `width`/`height` here are an exact size in pixels).
+   * `{topCrop, crops, focal, difficulty?}`, as loupeCrop() (but `width`/`height` here are an exact size in pixels).
    * @param {ArrayBuffer} bytes
    * @param {{aspect?:string,width?:number,height?:number,minScale?:number,candidates?:number,seed?:number,topK?:number}} options
    */

@@ -1,7 +1,8 @@
 // Loupe's inference worker: the page never freezes while VGG16 runs.
 // Messages in:  {type:"init", forceCpu, base} | {id, type:"score", bytes} | {id, type:"crop", bytes, options}
 // Messages out: {type:"progress", loaded, total} | {type:"ready", backend, models} | {type:"fatal", message}
-//               {id, type:"result", result} | {id, type:"error", message} | {id, type:"cropProgress", done, total}
+//               {id, type:"result", result} | {id, type:"error", message, fatal} | {id, type:"cropProgress", done, total}
+//               (`fatal`: the WebAssembly instance trapped and cannot be used again; the client restarts the worker)
 import init, { Loupe } from "./pkg/loupe.js";
 import { fetchWeights } from "./weights.js";
 
@@ -19,19 +20,29 @@ async function setUp({ forceCpu, base }) {
   postMessage({ type: "ready", backend: loupe.backend, models });
 }
 
+// The photo's bytes are copied into WebAssembly memory: a file over the library's limit is refused
+// before that copy, which could exhaust the memory of the worker.
+function photo(bytes) {
+  const limit = Loupe.maxFileBytes();
+  if (bytes.byteLength > limit) {
+    throw new Error(`the file is ${(bytes.byteLength / 2 ** 20).toFixed(0)} MB; Loupe reads photos of up to ${limit / 2 ** 20} MB`);
+  }
+  return new Uint8Array(bytes);
+}
+
 async function handle(message) {
   const { id, type } = message;
   try {
     if (type === "score") {
-      postMessage({ id, type: "result", result: await loupe.score(new Uint8Array(message.bytes)) });
+      postMessage({ id, type: "result", result: await loupe.score(photo(message.bytes)) });
     } else if (type === "crop") {
       const onProgress = (done, total) => postMessage({ id, type: "cropProgress", done, total });
-      postMessage({ id, type: "result", result: await loupe.crop(new Uint8Array(message.bytes), message.options, onProgress) });
+      postMessage({ id, type: "result", result: await loupe.crop(photo(message.bytes), message.options, onProgress) });
     } else {
       throw new Error(`unknown request ${type}`);
     }
   } catch (error) {
-    postMessage({ id, type: "error", message: messageOf(error) });
+    postMessage({ id, type: "error", message: messageOf(error), fatal: error instanceof WebAssembly.RuntimeError });
   }
 }
 

@@ -7,7 +7,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -44,10 +44,18 @@ function serve(weights, port) {
   });
 }
 
-let fullUrl, tinyUrl;
+// The tiny weights with one byte of a weight file flipped (the manifest unchanged).
+const flipped = join(scratch, "flipped-weights");
+cpSync(LOUPE_TINY, flipped, { recursive: true });
+const damaged = readFileSync(join(flipped, "regression.loupe"));
+damaged[damaged.length >> 1] ^= 0x10;
+writeFileSync(join(flipped, "regression.loupe"), damaged);
+
+let fullUrl, tinyUrl, flippedUrl;
 before(async () => {
   fullUrl = await serve(LOUPE_FULL, 18081);
   tinyUrl = await serve(LOUPE_TINY, 18082);
+  flippedUrl = await serve(flipped, 18084);
 });
 after(() => servers.forEach((s) => s.kill()));
 
@@ -135,6 +143,32 @@ for (const backend of ["webgpu", "cpu"]) {
       }
     });
 
+    test("a weight file with one flipped byte: the checksum error on the page", async () => {
+      await page.goto(flippedUrl);
+      await page.locator("#error").waitFor({ state: "visible", timeout: 300_000 });
+      assert.match(await page.locator("#error").textContent(), /regression\.loupe: checksum mismatch/);
+      assert.equal(await page.evaluate(() => document.body.dataset.ready), undefined);
+      await page.screenshot({ path: join(artifacts, `${backend}-failure-flipped-byte.png`) });
+    });
+
+    test("a crashed worker is restarted: the photo in flight fails with the reason, the next one scores", async () => {
+      await open(tinyUrl);
+      await upload(photo);
+      const [worker] = page.workers();
+      assert.ok(worker, "the app's inference worker");
+      // What a WebAssembly trap escaping the worker looks like to the page: an uncaught error there.
+      await worker.evaluate(() => {
+        self.onmessage = () => {
+          throw new WebAssembly.RuntimeError("unreachable");
+        };
+      });
+      await page.setInputFiles("#files", photo);
+      await page.locator("#error").waitFor({ state: "visible", timeout: 120_000 });
+      assert.match(await page.locator("#error").textContent(), /rocket\.jpg: Loupe's worker stopped \(.*unreachable.*\); it was restarted/);
+      await page.screenshot({ path: join(artifacts, `${backend}-failure-worker-restarted.png`) });
+      await upload(photo); // a fresh worker (weights from the cache) scores it
+    });
+
     test("crops with the requested aspect", async () => {
       await open(tinyUrl);
       await upload(photo);
@@ -213,6 +247,41 @@ for (const backend of ["webgpu", "cpu"]) {
         return { progress, crops };
       });
       assert.ok(called.progress.length > 0, "onProgress was never called");
+      // Absurd requests are clear errors, and the widget keeps working.
+      const failures = await page.evaluate(async () => {
+        const { loupeCrop } = await import("./loupe-crop.js");
+        const said = (promise) => promise.then(() => "no error", (error) => error.message);
+        const element = document.getElementById("hero");
+        const states = [];
+        new MutationObserver(() => states.push(element.dataset.state)).observe(element, { attributes: true, attributeFilter: ["data-state"] });
+        element.setAttribute("candidates", "1000000000");
+        await new Promise((resolve) => {
+          const check = () => (element.dataset.state === "error" ? resolve() : setTimeout(check, 100));
+          check();
+        });
+        const hugeCandidates = element.dataset.error;
+        // A run whose photo fails after a newer run started must not overwrite the newer result.
+        states.length = 0;
+        element.setAttribute("candidates", "8");
+        element.setAttribute("src", "missing.jpg");
+        element.setAttribute("src", "sample.jpg");
+        const newer = states.length;
+        await new Promise((resolve) => {
+          const check = () => (element.dataset.state === "done" ? resolve() : setTimeout(check, 100));
+          check();
+        });
+        return {
+          hugeCandidates,
+          afterNewerRun: states.slice(newer),
+          tooLarge: await said(loupeCrop(new ArrayBuffer(101 * 2 ** 20), { candidates: 4 })),
+          zeroWidth: await said(loupeCrop("sample.jpg", { width: 0, height: 3 })),
+        };
+      });
+      assert.match(failures.hugeCandidates, /candidates/i, JSON.stringify(failures));
+      assert.ok(!failures.afterNewerRun.includes("error"), `a stale run's error showed: ${JSON.stringify(failures.afterNewerRun)}`);
+      assert.match(failures.tooLarge, /101 MB; Loupe reads photos of up to 100 MB/);
+      assert.match(failures.zeroWidth, /width and height must both be positive/);
+      await page.screenshot({ path: join(artifacts, `${backend}-widget-after-failures.png`) });
       const [done, total] = called.progress.at(-1);
       assert.ok(done > 0 && done <= total, JSON.stringify(called.progress));
       // smartcrop.js's answer: the top crop, every crop best first, the focal point.
