@@ -7,8 +7,11 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+/// The one Content-Security-Policy of Loupe's pages: sent with every file, and repeated verbatim in
+/// each page's `<meta>` (for pages served by another server), which a test holds to this text.
+/// No inline styles: the widget styles its shadow root with a constructed stylesheet.
 const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; \
-                   img-src 'self' blob: data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; form-action 'none'";
+                   img-src 'self' blob: data:; style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'";
 
 fn mime(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()).unwrap_or_default() {
@@ -102,6 +105,34 @@ mod tests {
             assert_eq!(resolve(root, hidden), None, "{hidden}");
         }
         assert_eq!(resolve(root, "/widget/loupe-crop.js"), Some(PathBuf::from("/srv/app/widget/loupe-crop.js")));
+    }
+
+    #[test]
+    fn every_page_carries_the_servers_csp() {
+        let www = Path::new(env!("CARGO_MANIFEST_DIR")).join("../www");
+        let pages = ["index.html", "paper.html", "widget/example.html"];
+        for page in pages {
+            let html = std::fs::read_to_string(www.join(page)).unwrap();
+            let meta = html.split("http-equiv=\"Content-Security-Policy\" content=\"").nth(1).and_then(|rest| rest.split('"').next());
+            assert_eq!(meta, Some(CSP), "{page}");
+        }
+        // Every page of the app is in that list.
+        let mut found: Vec<String> = walk_html(&www).into_iter().map(|p| p.strip_prefix(&www).unwrap().to_string_lossy().into_owned()).collect();
+        found.sort();
+        assert_eq!(found, pages.map(String::from).to_vec());
+    }
+
+    fn walk_html(dir: &Path) -> Vec<PathBuf> {
+        let mut pages = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pages.extend(walk_html(&path));
+            } else if path.extension().is_some_and(|e| e == "html") {
+                pages.push(path);
+            }
+        }
+        pages
     }
 
     #[test]

@@ -88,14 +88,19 @@ const smartcrop = {
 };
 export default smartcrop;
 
+// A constructed stylesheet, not a <style> element: pages whose CSP forbids inline styles
+// (Loupe's own: style-src 'self') still style the widget.
+const STYLE = new CSSStyleSheet();
+STYLE.replaceSync(":host{display:inline-block;position:relative} canvas{max-width:100%;display:block} p{margin:.25rem 0;font:12px system-ui;color:#5d6875}");
+
 class LoupeCropElement extends HTMLElement {
   static observedAttributes = ["src", "aspect", "candidates", "weights"];
 
   constructor() {
     super();
     const root = this.attachShadow({ mode: "open" });
-    root.innerHTML = `<style>:host{display:inline-block;position:relative}canvas{max-width:100%;display:block}
-      p{margin:.25rem 0;font:12px system-ui;color:#5d6875}</style><canvas part="canvas" role="img"></canvas><p part="status"></p>`;
+    root.adoptedStyleSheets = [STYLE];
+    root.innerHTML = `<canvas part="canvas" role="img"></canvas><p part="status"></p>`;
     this.canvas = root.querySelector("canvas");
     this.status = root.querySelector("p");
     this.run = 0;
