@@ -17,7 +17,9 @@ pub fn export_run(args: &ExportArgs) -> Result<()> {
     let checkpoints = Checkpoints::new(&args.run);
     let state = checkpoints.load_state()?.with_context(|| format!("{} holds no checkpoint", args.run.display()))?;
     let net = state.config.model.init(&Device::flex())?;
-    let (net, _) = checkpoints.load(&state, net, make_optimizer(&state.config))?;
+    let optimizer = make_optimizer(&state.config);
+    // The newest epoch whose files can be read (the one before it if they never reached the disk).
+    let (state, net, _) = checkpoints.load(state, net, optimizer)?;
     let metrics = match &args.metrics {
         Some(path) => serde_json::from_slice(&read(path)?).with_context(|| format!("{} is not JSON", path.display()))?,
         None => serde_json::Value::Null,

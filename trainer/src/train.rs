@@ -221,10 +221,10 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
     let mut optimizer = make_optimizer(&config);
     let mut state = match previous {
         Some(state) => {
-            let (loaded_net, loaded_optimizer) = checkpoints.load(&state, net, optimizer)?;
+            let (loaded_state, loaded_net, loaded_optimizer) = checkpoints.load(state, net, optimizer)?;
             net = loaded_net;
             optimizer = loaded_optimizer;
-            state
+            loaded_state
         }
         None => {
             if !head_trained {

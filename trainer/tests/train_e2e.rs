@@ -264,6 +264,34 @@ fn a_killed_run_resumes_without_losing_an_epoch() {
     assert!(metadata.head_trained && metadata.model.output == loupe::model::OutputKind::Histogram, "{metadata:?}");
 }
 
+#[test]
+fn a_checkpoint_whose_files_never_reached_the_disk_falls_back_to_the_epoch_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(5);
+    let scores: Vec<f32> = (0..16).map(|_| 2.0 + 6.0 * rng.next()).collect();
+    let labels = write_dataset(dir.path(), "labels.txt", &scores, 1, &mut rng);
+    let images = dir.path().join("images");
+    let out = dir.path().join("run");
+    let (labels, images, out_s) = (labels.to_str().unwrap(), images.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = train_args(labels, images, out_s, &["--model", "regression", "--epochs", "2", "--lr", "1e-3", "--batch", "8"]);
+    loupe(&args);
+    let first_loss = run_state(&out).unwrap()["history"][0]["loss"].as_f64().unwrap();
+    // A power cut after the rename: state.json is empty and epoch 2's model never got its data.
+    std::fs::write(out.join("checkpoint/state.json"), b"").unwrap();
+    std::fs::write(out.join("checkpoint/epoch-002/model.bpk"), b"").unwrap();
+
+    args.push("--resume");
+    let resumed = Command::new(LOUPE).args(&args).output().unwrap();
+    let said = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{said}");
+    assert!(said.contains("epoch 2's checkpoint cannot be read") && said.contains("resuming after epoch 1 instead"), "{said}");
+    let state = run_state(&out).unwrap();
+    let epochs: Vec<u64> = state["history"].as_array().unwrap().iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
+    assert_eq!(epochs, vec![1, 2], "epochs lost or repeated");
+    assert_eq!(state["history"][0]["loss"].as_f64().unwrap(), first_loss, "the good epoch was redone");
+    assert!(std::fs::metadata(out.join("checkpoint/epoch-002/model.bpk")).unwrap().len() > 0, "epoch 2 was trained and saved again");
+}
+
 /// Data parallelism on the CLI: `--device flex,flex` splits every batch across two devices (both the
 /// CPU here; `cuda:0,cuda:1` or `wgpu:0,wgpu:1` with GPUs). Full fine-tuning, so decoded images are
 /// sharded too. (That the shards' gradients add up to the whole batch's is a unit test.)
