@@ -7,7 +7,7 @@
 //! 12      4     metadata length M, u32 LE
 //! 16      M     metadata, UTF-8 JSON (WeightMetadata)
 //! 16+M    8     payload length P, u64 LE
-//! 24+M    4     CRC-32 of the payload, u32 LE
+//! 24+M    4     CRC-32, u32 LE: of the metadata and the payload (format 3); of the payload only (1, 2)
 //! 28+M    P     payload: burnpack of the AestheticNet, tensors in f16 or f32
 //! ```
 //! Everything is checked before a tensor is touched, so a truncated, corrupt or foreign file is
@@ -15,7 +15,9 @@
 //!
 //! A file holds a whole model (`part: full`, format 1), or — so that models sharing one frozen
 //! backbone download it once — only the VGG16 backbone (`backbone`) or only a head (`head`,
-//! which names the backbone it was trained on by its `backbone_id`); parts are format 2.
+//! which names the backbone it was trained on by its `backbone_id`); parts are format 2. Format 3
+//! (what this code writes) holds any part and its checksum covers the metadata too, so a flipped
+//! bit in the provenance or the input convention is caught like one in the weights.
 
 use burn::store::{BurnpackStore, HalfPrecisionAdapter, ModuleAdapter, ModuleContext, ModuleSnapshot};
 use burn::tensor::{Bytes, DType, Device};
@@ -26,8 +28,9 @@ use crate::model::{AestheticNet, HeadKind, ModelConfig, OutputKind};
 use crate::preprocess::InputConvention;
 
 pub const MAGIC: &[u8; 8] = b"LOUPEWT\n";
-/// Newest format this code writes and reads (1: whole models; 2: adds backbone/head parts).
-pub const FORMAT_VERSION: u32 = 2;
+/// Newest format this code writes and reads (1: whole models; 2: adds backbone/head parts; 3: the
+/// checksum covers the metadata too).
+pub const FORMAT_VERSION: u32 = 3;
 const MAX_METADATA_BYTES: u32 = 1 << 20;
 const HEADER_BYTES: usize = 16;
 
@@ -197,7 +200,7 @@ pub fn encode(net: &AestheticNet, metadata: &WeightMetadata) -> Result<Vec<u8>> 
     if metadata.part != Part::Full && metadata.backbone_id.is_none() {
         metadata.backbone_id = Some(backbone_id(net)?);
     }
-    let version: u32 = if metadata.part == Part::Full { 1 } else { 2 };
+    let version = FORMAT_VERSION;
     let payload: &[u8] = &payload;
     let json = serde_json::to_vec(&metadata).map_err(|e| LoupeError::Weights(e.to_string()))?;
 
@@ -207,9 +210,20 @@ pub fn encode(net: &AestheticNet, metadata: &WeightMetadata) -> Result<Vec<u8>> 
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
     out.extend_from_slice(&json);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(&checksum(version, &json, payload).to_le_bytes());
     out.extend_from_slice(payload);
     Ok(out)
+}
+
+/// The CRC-32 a file of `version` carries: over the metadata and the payload from format 3 on,
+/// over the payload only before.
+pub fn checksum(version: u32, metadata: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    if version >= 3 {
+        hasher.update(metadata);
+    }
+    hasher.update(payload);
+    hasher.finalize()
 }
 
 /// Drops burn's parameter ids (fresh per process, so identical weights would give different
@@ -282,8 +296,6 @@ pub fn read_header(bytes: &[u8]) -> Result<(WeightMetadata, &[u8])> {
     if bytes.len() < payload_start {
         return Err(err("truncated inside the metadata".into()));
     }
-    let metadata: WeightMetadata =
-        serde_json::from_slice(&bytes[HEADER_BYTES..metadata_end]).map_err(|e| err(format!("unreadable metadata: {e}")))?;
     let payload_len = u64::from_le_bytes(bytes[metadata_end..metadata_end + 8].try_into().unwrap());
     let crc = u32::from_le_bytes(bytes[metadata_end + 8..payload_start].try_into().unwrap());
     let available = (bytes.len() - payload_start) as u64;
@@ -293,10 +305,12 @@ pub fn read_header(bytes: &[u8]) -> Result<(WeightMetadata, &[u8])> {
     if payload_len < available {
         return Err(err(format!("{} unexpected bytes after the payload: corrupt file", available - payload_len)));
     }
+    let json = &bytes[HEADER_BYTES..metadata_end];
     let payload = &bytes[payload_start..];
-    if crc32fast::hash(payload) != crc {
+    if checksum(version, json, payload) != crc {
         return Err(err("checksum mismatch: the file is corrupt".into()));
     }
+    let metadata: WeightMetadata = serde_json::from_slice(json).map_err(|e| err(format!("unreadable metadata: {e}")))?;
     if version == 1 && metadata.part != Part::Full {
         return Err(err(format!("format 1 cannot hold a {:?} part: corrupt file", metadata.part)));
     }

@@ -21,13 +21,23 @@ fn metadata(config: ModelConfig, precision: Precision) -> WeightMetadata {
 
 /// Rebuild a file around `payload` with edited metadata (valid framing and checksum).
 fn reframe(metadata: &WeightMetadata, payload: &[u8]) -> Vec<u8> {
+    reframe_as(FORMAT_VERSION, metadata, payload)
+}
+
+/// The same in an older format: before 3 the checksum covers the payload only.
+fn reframe_as(version: u32, metadata: &WeightMetadata, payload: &[u8]) -> Vec<u8> {
     let json = serde_json::to_vec(metadata).unwrap();
     let mut out = MAGIC.to_vec();
-    out.extend(FORMAT_VERSION.to_le_bytes());
+    out.extend(version.to_le_bytes());
     out.extend((json.len() as u32).to_le_bytes());
     out.extend(&json);
     out.extend((payload.len() as u64).to_le_bytes());
-    out.extend(crc32fast::hash(payload).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    if version >= 3 {
+        crc.update(&json);
+    }
+    crc.update(payload);
+    out.extend(crc.finalize().to_le_bytes());
     out.extend(payload);
     out
 }
@@ -116,9 +126,10 @@ fn broken_files_give_clear_errors() {
     trailing.extend_from_slice(b"junk");
     assert!(error_of(&trailing).contains("unexpected bytes"));
 
-    let mut bad_json = good.clone();
+    // Format 2 checked the payload only: there, broken metadata is caught by its parser.
+    let mut bad_json = reframe_as(2, &meta, &payload);
     bad_json[16] = b'#';
-    assert!(error_of(&bad_json).contains("metadata"));
+    assert!(error_of(&bad_json).contains("unreadable metadata"));
 
     // Valid framing, but the tensors are those of another architecture.
     let mut other_width = meta.clone();
@@ -286,4 +297,22 @@ fn a_head_of_another_width_with_a_forged_backbone_id_is_refused_at_load() {
     let error = loupe::Scorer::from_weight_files(&[&files.backbone, &forged_head], &device).unwrap_err().to_string();
     assert!(error.contains("width /4") && error.contains("width /8"), "{error}");
     assert!(loupe::Scorer::from_weight_files(&[&files.backbone, &files.reg_head], &device).is_ok());
+}
+
+#[test]
+fn the_checksum_covers_the_metadata() {
+    let good = tiny_file(tiny(OutputKind::Regression, HeadKind::Compact), Precision::F16);
+    let (meta, payload) = weights::read_header(&good).unwrap();
+    // One flipped bit inside the provenance text: still valid JSON, so only a checksum over the
+    // metadata can tell.
+    let json_start = 16;
+    let json = &good[json_start..];
+    let at = json_start + json.windows(4).position(|w| w == b"test").unwrap();
+    let mut flipped = good.clone();
+    flipped[at] ^= 0x01;
+    assert!(error_of(&flipped).contains("checksum mismatch"), "{}", error_of(&flipped));
+    // Files of format 2 (shipped before format 3) still load.
+    let older = reframe_as(2, &meta, payload);
+    assert_eq!(weights::read_header(&older).unwrap().0, meta);
+    weights::decode(&older, &flex()).unwrap();
 }
