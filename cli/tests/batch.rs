@@ -253,10 +253,11 @@ fn parquet_rows_agree_with_loupe_score_and_loupe_crop() {
             )
             .unwrap();
             let best = &said["topCrop"];
+            let (focal, crop) = (&crop.focal, &crop.crop);
             assert_eq!([crop.x, crop.y, crop.width, crop.height].map(u64::from), ["x", "y", "width", "height"].map(|f| best[f].as_u64().unwrap()));
             assert!((crop.score - best["score"].as_f64().unwrap() as f32).abs() < 1e-6);
             assert!((crop.percentile - best["percentile"].as_f64().unwrap() as f32).abs() < 1e-4);
-            assert_eq!((crop.focal.x, crop.focal.y), (crop.x as f32 + crop.width as f32 / 2.0, crop.y as f32 + crop.height as f32 / 2.0));
+            assert_eq!((focal.x, focal.y), (crop.x as f32 + crop.width as f32 / 2.0, crop.y as f32 + crop.height as f32 / 2.0));
         }
     }
 

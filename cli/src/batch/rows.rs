@@ -46,28 +46,21 @@ pub struct Row {
     pub ms: f32,
 }
 
-/// The best crop of one aspect: [`ReportedCrop`]'s fields (smartcrop.js's names, in source
-/// pixels, as `loupe crop --json` and the browser report them) with the aspect asked and the
-/// focal point.
+/// The best crop of one aspect: the aspect asked, then the crop as `loupe crop --json` and the
+/// browser report it ([`ReportedCrop`]: smartcrop.js's names, source pixels) and its focal point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CropRow {
     /// As asked: `16:9` (an aspect) or `640x480` (an exact size).
     pub aspect: String,
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
-    /// The crop's own score, and its AVA percentile.
-    pub score: f32,
-    pub percentile: f32,
+    #[serde(flatten)]
+    pub crop: ReportedCrop,
     /// The crop's centre, in source pixels.
     pub focal: FocalPoint,
 }
 
 impl CropRow {
     fn new(aspect: String, report: &CropReport) -> Self {
-        let ReportedCrop { x, y, width, height, score, percentile } = report.top_crop;
-        Self { aspect, x, y, width, height, score, percentile, focal: report.focal }
+        Self { aspect, crop: report.top_crop, focal: report.focal }
     }
 }
 
