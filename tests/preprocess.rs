@@ -7,7 +7,7 @@ use std::io::Cursor;
 use common::*;
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, LumaA, Rgb, Rgba};
 use loupe::LoupeError;
-use loupe::preprocess::{InputConvention, decode_image, normalise_chw, resize_to_input};
+use loupe::preprocess::{InputConvention, decode_image, normalise_chw, region_to_input, resize_to_input};
 
 fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -149,5 +149,14 @@ fn normalisation_follows_the_declared_convention() {
     let expected = [(200.0 / 255.0 - 0.485) / 0.229, (100.0 / 255.0 - 0.456) / 0.224, (50.0 / 255.0 - 0.406) / 0.225];
     for (a, b) in torch.iter().zip(expected) {
         assert!((a - b).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn a_region_goes_to_the_input_exactly_as_its_copy_would() {
+    let photo = decode_image(&fixture_bytes("rocket.jpg")).unwrap();
+    for (x, y, width, height) in [(13, 7, 401, 300), (0, 0, 640, 427), (100, 50, 224, 224), (600, 400, 40, 27)] {
+        let copy = image::imageops::crop_imm(&photo, x, y, width, height).to_image();
+        assert_eq!(region_to_input(&photo, x, y, width, height), resize_to_input(&copy), "{x},{y} {width}x{height}");
     }
 }

@@ -402,7 +402,7 @@ async fn rerank_exactly(
         if picks.is_empty() {
             break;
         }
-        let crops: Vec<RgbImage> = picks.iter().map(|&i| order[i].rect.crop(image)).collect();
+        let crops: Vec<RgbImage> = picks.iter().map(|&i| order[i].rect.input(image)).collect();
         let predictions = scorer.predict_async(&crops).await?;
         for (&i, p) in picks.iter().zip(predictions) {
             taken[i] = true;

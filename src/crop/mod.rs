@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{LoupeError, Result};
 use crate::model::OutputKind;
 use crate::prediction::{ava_percentile, difficulty_label};
+use crate::preprocess::region_to_input;
 use crate::rng::SplitMix64;
 use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
 
@@ -84,6 +85,11 @@ pub struct Rect {
 impl Rect {
     pub fn crop(&self, image: &RgbImage) -> RgbImage {
         image::imageops::crop_imm(image, self.x, self.y, self.width, self.height).to_image()
+    }
+
+    /// This crop as the network's input (what scoring it needs), without a full-size copy.
+    pub fn input(&self, image: &RgbImage) -> RgbImage {
+        region_to_input(image, self.x, self.y, self.width, self.height)
     }
 }
 
@@ -163,7 +169,7 @@ impl CropReport {
     pub async fn judge_difficulty_async(&mut self, scorers: &[Scorer], image: &RgbImage) -> Result<()> {
         let Some(histogram) = scorers.iter().find(|s| s.output() == OutputKind::Histogram) else { return Ok(()) };
         let ReportedCrop { x, y, width, height, .. } = self.top_crop;
-        let crop = Rect { x, y, width, height }.crop(image);
+        let crop = Rect { x, y, width, height }.input(image);
         let prediction = histogram.predict_async(std::slice::from_ref(&crop)).await?.into_iter().next();
         self.difficulty = prediction.and_then(|p| p.std).map(|std| Difficulty { std, label: difficulty_label(std).into() });
         Ok(())
@@ -346,7 +352,7 @@ pub async fn exhaustive_crop_search_async(
     let candidates = candidates(image.width(), image.height(), request)?;
     let mut scored = Vec::with_capacity(candidates.len());
     for batch in candidates.chunks(DEFAULT_BATCH) {
-        let crops: Vec<RgbImage> = batch.iter().map(|rect| rect.crop(image)).collect();
+        let crops: Vec<RgbImage> = batch.iter().map(|rect| rect.input(image)).collect();
         let predictions = scorer.predict_async(&crops).await?;
         scored.extend(batch.iter().zip(predictions).map(|(&rect, p)| ScoredCrop { rect, score: p.score }));
         progress(scored.len(), candidates.len());
