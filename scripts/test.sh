@@ -2,7 +2,8 @@
 # Runs every Loupe test on a fresh Debian machine: installs what they need, then runs the Rust
 # tests (unit, integration, CLI end to end, `loupe batch`, native wgpu on Mesa lavapipe), the
 # Python package's (wheel built with maturin, pytest, a local Ray Data pipeline) and the browser
-# tests (the wasm app in headless Debian chromium, on WebGPU/SwiftShader and on the CPU fallback).
+# tests (the wasm app in headless Debian chromium, on WebGPU/SwiftShader and on the CPU fallback),
+# then a short fuzzing run of every fuzz target (scripts/fuzz.sh).
 #   ./scripts/test.sh
 # Needs: the Rust toolchain (rustup), apt (root), node/npm, python3 with venv and pip, and ../shared/data beside the
 # checkout (or LOUPE_SHARED_DATA) for the real VGG16 weights.
@@ -43,3 +44,6 @@ echo "== Python package (wheel, pytest, Ray)"
 
 echo "== browser tests"
 ./scripts/test-browser.sh
+
+echo "== fuzzing (smoke run: 60 s per target; skipped without the nightly toolchain)"
+SECONDS_EACH=60 ./scripts/fuzz.sh

@@ -283,6 +283,8 @@ pub fn read_header(bytes: &[u8]) -> Result<(WeightMetadata, &[u8])> {
     if &bytes[..8] != MAGIC {
         return Err(err("not a Loupe weight file (wrong magic bytes)".into()));
     }
+    // The fixed-size fields below are read only after the length checks that guarantee them, so
+    // each slice has exactly 4 or 8 bytes and `try_into` cannot fail (the fuzz target holds it).
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     if version == 0 || version > FORMAT_VERSION {
         return Err(err(format!("format version {version} is not supported by this Loupe (reads 1..={FORMAT_VERSION}); upgrade Loupe")));
