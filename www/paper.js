@@ -25,13 +25,16 @@ const PAPER_TABLE_1 = [
 ];
 const PAPER_TABLE_2 = { mse: [0.6358, 1.0109], rmser: ["26.75%", "19.57%"] };
 
-/** Fig. 2 with Eq. 1 over it: the share of AVA's photos in each of the 90 bins, and each bin's weight (log scale). */
-function drawSampleWeights(svg, { counts, weights, score_min: lo, score_max: hi }) {
+/**
+ * Fig. 2 with Eq. 1 over it: the share of AVA's photos in each of the 90 bins, and each bin's weight
+ * (log scale). `set`: the summary of the photos the weights were computed on (images, class counts).
+ */
+function drawSampleWeights(svg, { counts, weights, score_min: lo, score_max: hi }, set) {
   const W = 900, H = 320, left = 56, right = 64, top = 16, bottom = 40;
   const plotW = W - left - right, plotH = H - top - bottom;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.replaceChildren();
-  const total = counts.reduce((a, b) => a + b, 0);
+  const total = set.images;
   const shares = counts.map((c) => (100 * c) / total);
   const topShare = Math.ceil(Math.max(...shares));
   const slot = plotW / counts.length;
@@ -59,10 +62,9 @@ function drawSampleWeights(svg, { counts, weights, score_min: lo, score_max: hi 
   for (let p = logMin; p <= logMax; p++) label({ x: left + plotW + 6, y: yWeight(10 ** p) + 4, fill: "#b3261e" }, String(10 ** p));
   label({ x: W - 10, y: top + plotH / 2, transform: `rotate(90 ${W - 10} ${top + plotH / 2})`, "text-anchor": "middle", fill: "#b3261e" }, "sample weight (Eq. 1, log)");
 
-  const middle = counts.reduce((n, c, i) => (lo + ((hi - lo) * i) / counts.length >= 4 && lo + ((hi - lo) * (i + 1)) / counts.length <= 7 ? n + c : n), 0);
   $("weights-caption").textContent =
     `Bars: the mean ratings of all ${total.toLocaleString("en")} AVA photos in ${counts.length} bins on [${lo}, ${hi}] ` +
-    `(${((100 * middle) / total).toFixed(1)}% lie between 4 and 7). Line: each bin's weight by Eq. 1, ` +
+    `(${((100 * set.average) / total).toFixed(1)}% lie between 4 and 7). Line: each bin's weight by Eq. 1, ` +
     `${Math.min(...used).toFixed(2)} to ${Math.round(Math.max(...used)).toLocaleString("en")}; empty bins get none. ` +
     `(The paper computes the weights on its training set, 249,502 of these photos.)`;
   svg.dataset.bins = String(counts.length);
@@ -155,7 +157,7 @@ $("paper-file").addEventListener("change", (event) => {
 Promise.all([
   fetch("paper/ava-sample-weights.json")
     .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`paper/ava-sample-weights.json: HTTP ${r.status}`))))
-    .then((stats) => drawSampleWeights($("weights-chart"), stats.sample_weights)),
+    .then((stats) => drawSampleWeights($("weights-chart"), stats.sample_weights, stats.sets[stats.sample_weights.computed_on])),
   drawTables(),
 ]).then(
   () => (document.body.dataset.ready = "true"),

@@ -1,7 +1,7 @@
 //! `loupe crop`: the best crop of one photo, by the fast search or the paper's brute force.
 
 use anyhow::{Context, Result};
-use loupe::crop::{CropReport, CropRequest, FastCropOptions, Rect, exhaustive_crop_search, fast_crop_search};
+use loupe::crop::{CropReport, CropRequest, FastCropOptions, exhaustive_crop_search, fast_crop_search};
 use loupe::preprocess::decode_image;
 use loupe::scorer::crop_scorer;
 use loupe_cli::{progress_bar, read};
@@ -33,10 +33,8 @@ pub fn crop(args: CropArgs) -> Result<()> {
     bar.finish_and_clear();
     let mut report = CropReport::new(&crops)?;
     report.judge_difficulty(&scorers, &image)?;
-    let best = report.top_crop;
     if let Some(out) = &args.output {
-        let rect = Rect { x: best.x, y: best.y, width: best.width, height: best.height };
-        rect.crop(&image).save(out).with_context(|| format!("cannot write {}", out.display()))?;
+        report.top_crop.rect().crop(&image).save(out).with_context(|| format!("cannot write {}", out.display()))?;
     }
     if args.json {
         // The browser's loupeCrop() answer ({topCrop, crops, focal}) with the photo's path.

@@ -114,6 +114,12 @@ pub struct ReportedCrop {
     pub percentile: f32,
 }
 
+impl ReportedCrop {
+    pub fn rect(&self) -> Rect {
+        Rect { x: self.x, y: self.y, width: self.width, height: self.height }
+    }
+}
+
 impl From<ScoredCrop> for ReportedCrop {
     fn from(crop: ScoredCrop) -> Self {
         let Rect { x, y, width, height } = crop.rect;
@@ -168,8 +174,7 @@ impl CropReport {
     /// pass, of the top crop); nothing when none is loaded.
     pub async fn judge_difficulty_async(&mut self, scorers: &[Scorer], image: &RgbImage) -> Result<()> {
         let Some(histogram) = scorers.iter().find(|s| s.output() == OutputKind::Histogram) else { return Ok(()) };
-        let ReportedCrop { x, y, width, height, .. } = self.top_crop;
-        let crop = Rect { x, y, width, height }.input(image);
+        let crop = self.top_crop.rect().input(image);
         let prediction = histogram.predict_async(std::slice::from_ref(&crop)).await?.into_iter().next();
         self.difficulty = prediction.and_then(|p| p.std).map(|std| Difficulty { std, label: difficulty_label(std).into() });
         Ok(())

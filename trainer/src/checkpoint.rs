@@ -125,11 +125,7 @@ impl Checkpoints {
         let older = self.epoch_states().into_iter().filter(|s| s.epochs_done < newest);
         let mut failures = Vec::new();
         for candidate in std::iter::once(state).chain(older) {
-            let dir = self.epoch_dir(candidate.epochs_done);
-            let loaded = net.clone().try_load_file(dir.join("model.bpk")).map_err(|e| anyhow::anyhow!("checkpoint model: {e:?}")).and_then(|net| {
-                Ok((net, optimizer.clone().load(dir.join("optimizer.bpk")).map_err(|e| anyhow::anyhow!("checkpoint optimizer: {e:?}"))?))
-            });
-            match loaded {
+            match self.load_epoch(candidate.epochs_done, net.clone(), optimizer.clone()) {
                 Ok((net, optimizer)) => {
                     if !failures.is_empty() {
                         eprintln!("{}; resuming after epoch {} instead", failures.join("; "), candidate.epochs_done);
@@ -140,6 +136,14 @@ impl Checkpoints {
             }
         }
         anyhow::bail!("no checkpoint can be resumed: {}", failures.join("; "))
+    }
+
+    /// Model and optimizer as `epoch` left them.
+    fn load_epoch(&self, epoch: usize, net: AestheticNet, optimizer: ModuleOptimizer) -> Result<(AestheticNet, ModuleOptimizer)> {
+        let dir = self.epoch_dir(epoch);
+        let net = net.try_load_file(dir.join("model.bpk")).map_err(|e| anyhow::anyhow!("checkpoint model: {e:?}"))?;
+        let optimizer = optimizer.load(dir.join("optimizer.bpk")).map_err(|e| anyhow::anyhow!("checkpoint optimizer: {e:?}"))?;
+        Ok((net, optimizer))
     }
 
     /// Write the epoch's files (with a copy of the state) and flush them to the disk, then switch

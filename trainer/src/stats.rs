@@ -20,7 +20,7 @@ struct StatsReport<'a> {
 
 #[derive(Serialize)]
 struct WeightsReport<'a> {
-    /// The set the weights were computed on: "train" with splits, else "all".
+    /// The set the weights were computed on ([`weighted_set`]): "train" with splits, else "all".
     computed_on: &'a str,
     /// Bin i covers [score_min + i * width, score_min + (i + 1) * width).
     score_min: f32,
@@ -48,12 +48,7 @@ pub fn stats(labels: &Path, splits: Option<&Path>, bins: usize, plots_dir: Optio
     if let Some(path) = json {
         let report = StatsReport {
             sets: sets.iter().map(|(name, set)| (name.as_str(), summarise(set))).collect(),
-            sample_weights: WeightsReport {
-                computed_on: if sets.iter().any(|(name, _)| name == "train") { "train" } else { "all" },
-                score_min: SCORE_MIN,
-                score_max: SCORE_MAX,
-                weights: &weights,
-            },
+            sample_weights: WeightsReport { computed_on: &weighted_set(&sets).0, score_min: SCORE_MIN, score_max: SCORE_MAX, weights: &weights },
         };
         std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
         println!("wrote {}", path.display());
@@ -151,10 +146,13 @@ pub fn named_sets<'a>(labels: &'a Labels, splits: Option<&Splits>) -> Vec<(Strin
 }
 
 pub fn weights_for(sets: &[(String, Vec<&ImageLabel>)], bins: usize, max_weight: Option<f32>) -> SampleWeights {
-    // Eq. 1 is computed on train only; without splits every image is training data.
-    let train = sets.iter().find(|(n, _)| n == "train").unwrap_or(&sets[0]);
-    let scores: Vec<f32> = train.1.iter().map(|l| l.mean()).collect();
+    let scores: Vec<f32> = weighted_set(sets).1.iter().map(|l| l.mean()).collect();
     sample_weights(&scores, bins, max_weight)
+}
+
+/// The set Eq. 1 is computed on: train only; without splits every image is training data.
+fn weighted_set<'s, 'l>(sets: &'s [(String, Vec<&'l ImageLabel>)]) -> &'s (String, Vec<&'l ImageLabel>) {
+    sets.iter().find(|(n, _)| n == "train").unwrap_or(&sets[0])
 }
 
 #[cfg(test)]
