@@ -7,6 +7,7 @@ use std::io::Cursor;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::imageops::FilterType;
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,10 @@ impl InputConvention {
 }
 
 /// Decode any supported image (JPEG, PNG, WebP, GIF first frame, BMP) into upright 8-bit RGB.
+///
+/// Memory: the result is 3 bytes per pixel (300 MB at the 100-megapixel limit) and the decoding
+/// peak stays close to it. PNG, the one format with 16-bit and 8-byte pixels, is converted row by
+/// row; other formats' 4-byte RGBA buffers are converted in place; EXIF rotation works on RGB.
 pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(LoupeError::Image("the file is empty".into()));
@@ -56,14 +61,23 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(LoupeError::ImageTooLarge(format!("{} bytes (limit {MAX_FILE_BYTES})", bytes.len())));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| LoupeError::Image(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(LoupeError::Image("not a supported image (JPEG, PNG, WebP, GIF or BMP)".into()));
-    }
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
-        // The JPEG decoder fills a cut-off scan with grey and reports success: refuse it instead.
-        return Err(LoupeError::Image("truncated JPEG (the file ends before its last scan does)".into()));
-    }
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| LoupeError::Image(e.to_string()))?;
+    let (image, orientation) = match reader.format() {
+        None => return Err(LoupeError::Image("not a supported image (JPEG, PNG, WebP, GIF or BMP)".into())),
+        Some(image::ImageFormat::Png) => decode_png(bytes)?,
+        Some(image::ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
+            // The JPEG decoder fills a cut-off scan with grey and reports success: refuse it instead.
+            return Err(LoupeError::Image("truncated JPEG (the file ends before its last scan does)".into()));
+        }
+        Some(_) => decode_with_image(reader)?,
+    };
+    let mut upright = DynamicImage::ImageRgb8(image);
+    upright.apply_orientation(orientation);
+    Ok(upright.into_rgb8())
+}
+
+/// JPEG, WebP, GIF and BMP through `image`'s decoders, with its limits.
+fn decode_with_image(mut reader: ImageReader<Cursor<&[u8]>>) -> Result<(RgbImage, Orientation)> {
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -73,10 +87,116 @@ pub fn decode_image(bytes: &[u8]) -> Result<RgbImage> {
     let (width, height) = decoder.dimensions();
     check_dimensions(width, height)?;
     // A missing or unreadable EXIF block is no reason to refuse the photo.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(image_error)?;
-    image.apply_orientation(orientation);
-    Ok(to_rgb8(image))
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let image = DynamicImage::from_decoder(decoder).map_err(image_error)?;
+    Ok((to_rgb8(image), orientation))
+}
+
+/// PNG row by row: a 100-megapixel 16-bit RGBA PNG (800 MB as `image` would hold it, from a file
+/// of a few hundred KB) needs no more than its 300 MB of RGB. Interlaced rows are placed by
+/// Adam7 after conversion, so they cost no more.
+fn decode_png(bytes: &[u8]) -> Result<(RgbImage, Orientation)> {
+    let limits = png::Limits { bytes: MAX_DECODER_ALLOC as usize };
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), limits);
+    // Palettes, transparency chunks and low bit depths become 8-bit grey/RGB(A); 16-bit stays.
+    decoder.set_transformations(png::Transformations::EXPAND);
+    // The size is checked from the header alone, before anything the size implies is allocated.
+    let header = decoder.read_header_info().map_err(png_error)?;
+    let (width, height) = (header.width, header.height);
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(LoupeError::ImageTooLarge(format!("{width}x{height} pixels (longest side allowed: {MAX_SIDE})")));
+    }
+    check_dimensions(width, height)?;
+    let mut reader = decoder.read_info().map_err(png_error)?;
+    let orientation = reader.info().exif_metadata.as_deref().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+    let (colour, depth) = reader.output_color_type();
+    let layout = PngLayout::new(colour, depth)?;
+    // Within u64 by `check_dimensions` (at most 3 x 100 million bytes), so within usize on wasm32.
+    let stride = width as usize * 3;
+    let mut rgb = vec![0u8; stride * height as usize];
+    let mut row_rgb = Vec::with_capacity(stride);
+    let mut next_line = 0usize;
+    while let Some(row) = reader.next_interlaced_row().map_err(png_error)? {
+        row_rgb.clear();
+        layout.append_rgb(row.data(), &mut row_rgb);
+        match row.interlace() {
+            png::InterlaceInfo::Null(_) => {
+                let line = rgb.get_mut(next_line * stride..(next_line + 1) * stride).ok_or_else(png_extra_rows)?;
+                line.copy_from_slice(row_rgb.get(..stride).ok_or_else(png_extra_rows)?);
+                next_line += 1;
+            }
+            png::InterlaceInfo::Adam7(pass) => png::expand_interlaced_row(&mut rgb, stride, &row_rgb, pass, 24),
+        }
+    }
+    let image = RgbImage::from_raw(width, height, rgb).ok_or_else(|| LoupeError::Image("the PNG's pixels do not fill its size".into()))?;
+    Ok((image, orientation))
+}
+
+fn png_extra_rows() -> LoupeError {
+    LoupeError::Image("the PNG has more or longer rows than its header says".into())
+}
+
+fn png_error(error: png::DecodingError) -> LoupeError {
+    match error {
+        png::DecodingError::LimitsExceeded => LoupeError::ImageTooLarge(format!("the PNG needs more than {MAX_DECODER_ALLOC} bytes to decode")),
+        png::DecodingError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            LoupeError::Image("truncated PNG (the file ends before its pixels do)".into())
+        }
+        other => {
+            // The decoder's messages end in a debug dump of the chunk type; the first clause says it.
+            let message = other.to_string();
+            let reason = message.split(" while decoding").next().unwrap_or(&message);
+            LoupeError::Image(format!("corrupt PNG ({reason})"))
+        }
+    }
+}
+
+/// A PNG row's samples after `EXPAND`: 1 to 4 channels of 8 or 16 bits.
+struct PngLayout {
+    channels: usize,
+    sixteen_bit: bool,
+}
+
+impl PngLayout {
+    fn new(colour: png::ColorType, depth: png::BitDepth) -> Result<Self> {
+        let channels = match colour {
+            png::ColorType::Grayscale => 1,
+            png::ColorType::GrayscaleAlpha => 2,
+            png::ColorType::Rgb => 3,
+            png::ColorType::Rgba => 4,
+            png::ColorType::Indexed => return Err(LoupeError::Image("PNG palette left unexpanded".into())),
+        };
+        let sixteen_bit = match depth {
+            png::BitDepth::Eight => false,
+            png::BitDepth::Sixteen => true,
+            other => return Err(LoupeError::Image(format!("PNG bit depth {other:?} left unexpanded"))),
+        };
+        Ok(Self { channels, sixteen_bit })
+    }
+
+    /// Append one row as 8-bit RGB: 16-bit samples rounded as `image` rounds them, grey spread
+    /// to three channels, alpha composited over white exactly as `to_rgb8` does.
+    fn append_rgb(&self, row: &[u8], out: &mut Vec<u8>) {
+        let sample_bytes = if self.sixteen_bit { 2 } else { 1 };
+        for pixel in row.chunks_exact(self.channels * sample_bytes) {
+            let mut samples = [0u8; 4];
+            for (slot, bytes) in samples.iter_mut().zip(pixel.chunks_exact(sample_bytes)) {
+                *slot = match *bytes {
+                    [high, low] => ((u32::from(u16::from_be_bytes([high, low])) + 128) / 257) as u8,
+                    [value, ..] => value,
+                    [] => 0,
+                };
+            }
+            let [s0, s1, s2, s3] = samples;
+            let (rgb, alpha) = match self.channels {
+                1 => ([s0; 3], 255),
+                2 => ([s0; 3], s1),
+                3 => ([s0, s1, s2], 255),
+                _ => ([s0, s1, s2], s3),
+            };
+            out.extend(rgb.map(|c| over_white(c, alpha)));
+        }
+    }
 }
 
 /// Whether an end-of-image marker follows the last start-of-scan marker. Scan data stuffs every
@@ -104,20 +224,44 @@ fn image_error(error: image::ImageError) -> LoupeError {
     }
 }
 
-/// Grey, 16-bit and float images become 8-bit RGB; transparent pixels are composited over white
-/// (what a viewer shows), not left as whatever colour the encoder stored under alpha 0.
+/// One channel of a pixel with alpha, composited over white (what a viewer shows), not left as
+/// whatever colour the encoder stored under alpha 0.
+fn over_white(channel: u8, alpha: u8) -> u8 {
+    let alpha = u32::from(alpha);
+    ((u32::from(channel) * alpha + 255 * (255 - alpha) + 127) / 255) as u8
+}
+
+/// Grey, 16-bit and float images become 8-bit RGB, alpha composited over white. 8-bit RGBA (the
+/// large case for WebP, GIF and BMP) is converted inside its own buffer, so the peak is that
+/// buffer rather than it plus a new RGB image.
 fn to_rgb8(image: DynamicImage) -> RgbImage {
-    if !image.color().has_alpha() {
-        return image.into_rgb8();
+    match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        DynamicImage::ImageRgba8(rgba) => {
+            let (width, height) = rgba.dimensions();
+            let mut bytes = rgba.into_raw();
+            // Pixel i moves from 4i to 3i: never ahead of pixels not yet read.
+            for i in 0..bytes.len() / 4 {
+                let alpha = bytes[4 * i + 3];
+                for c in 0..3 {
+                    bytes[3 * i + c] = over_white(bytes[4 * i + c], alpha);
+                }
+            }
+            bytes.truncate(bytes.len() / 4 * 3);
+            bytes.shrink_to_fit();
+            // The buffer holds exactly width x height x 3 bytes by construction.
+            RgbImage::from_raw(width, height, bytes).expect("an RGBA buffer compacts to its RGB size")
+        }
+        other if !other.color().has_alpha() => other.into_rgb8(),
+        other => {
+            use image::GenericImageView;
+            let (width, height) = other.dimensions();
+            RgbImage::from_fn(width, height, |x, y| {
+                let [r, g, b, a] = other.get_pixel(x, y).0;
+                image::Rgb([over_white(r, a), over_white(g, a), over_white(b, a)])
+            })
+        }
     }
-    let rgba = image.into_rgba8();
-    let (width, height) = rgba.dimensions();
-    RgbImage::from_fn(width, height, |x, y| {
-        let [r, g, b, a] = rgba.get_pixel(x, y).0;
-        let alpha = u32::from(a);
-        let over_white = |c: u8| ((u32::from(c) * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
-        image::Rgb([over_white(r), over_white(g), over_white(b)])
-    })
 }
 
 /// The whole image to 224x224, aspect not kept. The triangle filter widens with the scale

@@ -81,8 +81,56 @@ fn jpeg_of_100_megapixels() -> Vec<u8> {
     bytes
 }
 
+/// A 100-megapixel 16-bit RGBA PNG, written row by row (it is 800 MB as pixels, a few MB as a file).
+fn png_of_100_megapixels_16_bit_rgba() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, 10_000, 10_000);
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_depth(png::BitDepth::Sixteen);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header().unwrap();
+        let mut stream = writer.stream_writer().unwrap();
+        let mut row = vec![0u8; 10_000 * 8];
+        for y in 0..10_000u32 {
+            for (x, pixel) in row.chunks_exact_mut(8).enumerate() {
+                let [r, g, b, a] = [(x as u32 * 6) as u16, (y * 6) as u16, 30_000, 65_535 - (y * 3) as u16].map(u16::to_be_bytes);
+                pixel.copy_from_slice(&[r, g, b, a].concat());
+            }
+            std::io::Write::write_all(&mut stream, &row).unwrap();
+        }
+        stream.finish().unwrap();
+    }
+    bytes
+}
+
+/// A 100-megapixel 8-bit RGBA WebP (lossless), the 4-byte case of the formats `image` decodes whole.
+fn webp_of_100_megapixels_rgba() -> Vec<u8> {
+    let photo = image::RgbaImage::from_fn(10_000, 10_000, |x, y| image::Rgba([(x / 40) as u8, (y / 40) as u8, 90, 255 - (y / 40) as u8]));
+    let mut bytes = Vec::new();
+    photo.write_to(&mut Cursor::new(&mut bytes), ImageFormat::WebP).unwrap();
+    bytes
+}
+
 #[test]
 fn a_100_megapixel_photo_decodes_and_crops_within_the_memory_budget() {
+    // 16-bit RGBA PNG: 800 MB as `image` decodes it whole (1.6 GB with an RGB copy beside it);
+    // row by row it is the 300 MB of RGB it becomes.
+    let bytes = png_of_100_megapixels_16_bit_rgba();
+    let (photo, decode_mb) = peak_mb(|| decode_image(&bytes).unwrap());
+    assert_eq!(photo.dimensions(), (10_000, 10_000));
+    println!("16-bit RGBA PNG decode: peak {decode_mb:.0} MB above the {:.1} MB file", bytes.len() as f64 / 1e6);
+    assert!(decode_mb <= 600.0, "decoding a 100 MP 16-bit RGBA PNG peaked at {decode_mb:.0} MB");
+    drop((photo, bytes));
+
+    // 8-bit RGBA WebP: decoded whole (400 MB), then turned into RGB inside the same buffer.
+    let bytes = webp_of_100_megapixels_rgba();
+    let (photo, decode_mb) = peak_mb(|| decode_image(&bytes).unwrap());
+    assert_eq!(photo.dimensions(), (10_000, 10_000));
+    println!("RGBA WebP decode: peak {decode_mb:.0} MB above the {:.1} MB file", bytes.len() as f64 / 1e6);
+    assert!(decode_mb <= 600.0, "decoding a 100 MP RGBA WebP peaked at {decode_mb:.0} MB");
+    drop((photo, bytes));
+
     let bytes = jpeg_of_100_megapixels();
     let (photo, decode_mb) = peak_mb(|| decode_image(&bytes).unwrap());
     assert_eq!(photo.dimensions(), (10_000, 10_000));

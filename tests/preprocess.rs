@@ -70,6 +70,66 @@ fn grey_16_bit_and_alpha_become_rgb() {
     assert_eq!(decode_image(&encode(grey_alpha, ImageFormat::Png)).unwrap().get_pixel(0, 0).0, [0, 0, 0]);
 }
 
+/// What `image`'s own decoder makes of a file, alpha composited over white: the pixels Loupe
+/// gave before PNGs were decoded row by row.
+fn decoded_by_image(bytes: &[u8]) -> image::RgbImage {
+    let rgba = image::load_from_memory(bytes).unwrap().into_rgba8();
+    let over_white = |c: u8, a: u8| ((u32::from(c) * u32::from(a) + 255 * (255 - u32::from(a)) + 127) / 255) as u8;
+    image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0;
+        Rgb([over_white(r, a), over_white(g, a), over_white(b, a)])
+    })
+}
+
+#[test]
+fn png_row_by_row_gives_the_pixels_of_a_whole_image_decode() {
+    let ramp16 = |x: u32, y: u32| (x * 2111 + y * 977) as u16;
+    let generated = [
+        ("grey 8", DynamicImage::ImageLuma8(ImageBuffer::from_fn(37, 23, |x, y| Luma([(x * 7 + y) as u8])))),
+        ("grey 16", DynamicImage::ImageLuma16(ImageBuffer::from_fn(37, 23, |x, y| Luma([ramp16(x, y)])))),
+        ("grey+alpha 16", DynamicImage::ImageLumaA16(ImageBuffer::from_fn(37, 23, |x, y| LumaA([ramp16(x, y), ramp16(y, x)])))),
+        ("RGB 16", DynamicImage::ImageRgb16(ImageBuffer::from_fn(37, 23, |x, y| Rgb([ramp16(x, y), ramp16(y, x), 40_000])))),
+        ("RGBA 16", DynamicImage::ImageRgba16(ImageBuffer::from_fn(37, 23, |x, y| Rgba([ramp16(x, y), 9, ramp16(y, x), ramp16(x, x)])))),
+        ("RGBA 8", DynamicImage::ImageRgba8(ImageBuffer::from_fn(37, 23, |x, y| Rgba([x as u8 * 6, y as u8 * 11, 3, (x * y) as u8])))),
+    ];
+    let mut cases: Vec<(String, Vec<u8>)> = generated.into_iter().map(|(name, image)| (name.to_string(), encode(image, ImageFormat::Png))).collect();
+    // Adam7-interlaced files (pypng): 16-bit RGBA with an alpha ramp, and a 4-bit palette with a
+    // transparent entry (tRNS).
+    for name in ["interlaced_rgba16.png", "interlaced_palette_transparent.png", "chelsea_240.png"] {
+        cases.push((name.to_string(), fixture_bytes(name)));
+    }
+    for (name, bytes) in cases {
+        let ours = decode_image(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(ours, decoded_by_image(&bytes), "{name}");
+    }
+}
+
+/// A minimal big-endian EXIF block holding only an orientation tag.
+fn exif_with_orientation(orientation: u16) -> Vec<u8> {
+    let mut exif = b"MM\0\x2a\0\0\0\x08".to_vec();
+    exif.extend(1u16.to_be_bytes()); // one IFD entry
+    exif.extend([0x01, 0x12, 0, 3, 0, 0, 0, 1]); // tag 0x0112 (orientation), SHORT, count 1
+    exif.extend(orientation.to_be_bytes());
+    exif.extend([0, 0]); // value padding
+    exif.extend([0, 0, 0, 0]); // no next IFD
+    exif
+}
+
+#[test]
+fn png_exif_orientation_is_applied() {
+    use image::ImageEncoder;
+    let stored = ImageBuffer::from_fn(40, 20, |x, _| Rgba([if x < 20 { 255 } else { 0 }, 0, 0, 255]));
+    let mut bytes = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut bytes);
+    encoder.set_exif_metadata(exif_with_orientation(6)).unwrap();
+    encoder.write_image(&stored, 40, 20, image::ExtendedColorType::Rgba8).unwrap();
+    let upright = decode_image(&bytes).unwrap();
+    // Orientation 6: turned 90° clockwise to display, so the stored left half is now on top.
+    assert_eq!(upright.dimensions(), (20, 40));
+    assert_eq!(upright.get_pixel(10, 5).0, [255, 0, 0]);
+    assert_eq!(upright.get_pixel(10, 35).0, [0, 0, 0]);
+}
+
 /// A PNG whose header claims `width x height` but carries no pixel data.
 fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -104,6 +164,16 @@ fn bad_inputs_give_errors_not_panics() {
         ("PNG cut in half", {
             let b = encode(DynamicImage::new_rgb8(300, 200), ImageFormat::Png);
             b[..b.len() / 2].to_vec()
+        }),
+        ("interlaced 16-bit PNG cut short", {
+            let b = fixture_bytes("interlaced_rgba16.png");
+            b[..b.len() * 3 / 4].to_vec()
+        }),
+        ("PNG with a corrupted pixel chunk", {
+            let mut b = fixture_bytes("interlaced_palette_transparent.png");
+            let n = b.len();
+            b[n - 40] ^= 0xFF;
+            b
         }),
         ("JPEG header only", fixture_bytes("rocket.jpg")[..4].to_vec()),
         ("PNG claiming 100000x100000", png_claiming(100_000, 100_000)),
