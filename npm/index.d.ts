@@ -44,8 +44,11 @@ export type LoupeImage = string | HTMLImageElement | Blob | ArrayBuffer;
 /** The best crops of an image, scored by Loupe's VGG16 in the visitor's browser. */
 export function loupeCrop(image: LoupeImage, options?: LoupeCropOptions): Promise<LoupeCropResult>;
 
-/** Where the weights live, for every later call and element that does not say. */
-export function configure(options: { weightsUrl: string }): void;
+/**
+ * Where the weights live, for every later call and element that does not say; and how long (ms)
+ * the worker may stay silent with work before a crop fails and the worker is replaced (default 300000).
+ */
+export function configure(options: { weightsUrl?: string; timeoutMs?: number }): void;
 
 /** smartcrop.js's entry point: `import smartcrop from "loupe-crop"`. */
 declare const smartcrop: {

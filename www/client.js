@@ -1,40 +1,75 @@
 // A promise API over the inference worker, shared by the app and the embeddable widget.
+
+// Five minutes without a word: far beyond a crop's progress interval or a forward pass on a
+// software GPU (about a minute), so only a stuck worker meets it.
+const DEFAULT_TIMEOUT_MS = 300_000;
+
 export class LoupeClient {
   /**
    * @param {object} options
    * @param {string} [options.weights] folder holding manifest.json (default: ./weights/ beside this file)
    * @param {boolean} [options.forceCpu] skip WebGPU
    * @param {(loaded:number, total:number)=>void} [options.onDownload]
+   * @param {number} [options.timeoutMs] how long the worker may stay silent while it has work
    */
-  constructor({ weights, forceCpu = false, onDownload } = {}) {
+  constructor({ weights, forceCpu = false, onDownload, timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
     this.settings = { base: new URL(weights || "./weights/", new URL(".", import.meta.url)).href, forceCpu, onDownload };
     this.pending = new Map();
     this.nextId = 1;
-    /** How often a crashed worker was replaced. */
+    /** How often a crashed or stalled worker was replaced. */
     this.restarts = 0;
+    this.#timeoutMs = timeoutMs;
     this.#start();
+  }
+
+  #timeoutMs;
+  /** Silence allowed, in ms, while the worker loads or has a request. Setting it restarts the clock. */
+  get timeoutMs() {
+    return this.#timeoutMs;
+  }
+  set timeoutMs(ms) {
+    this.#timeoutMs = ms;
+    this.#watch();
   }
 
   #start() {
     const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     this.worker = worker;
-    let started = false;
+    this.loaded = false;
     this.ready = new Promise((resolve, reject) => {
+      this.failLoading = reject;
       worker.addEventListener("message", ({ data }) => {
         if (worker !== this.worker) return; // a replaced worker's last words
         if (data.type === "progress") this.settings.onDownload?.(data.loaded, data.total);
-        else if (data.type === "ready") resolve(((started = true), data));
+        else if (data.type === "ready") resolve(((this.loaded = true), data));
         else if (data.type === "fatal") reject(new Error(data.message));
         else this.#settle(data);
+        this.#watch();
       });
       worker.addEventListener("error", (event) => {
         if (worker !== this.worker) return;
         const reason = event.message || "the worker failed";
-        if (!started) reject(new Error(reason));
+        if (!this.loaded) reject(new Error(reason));
         else this.#restart(reason);
       });
     });
+    this.ready.catch(() => clearTimeout(this.watchdog));
     worker.postMessage({ type: "init", forceCpu: this.settings.forceCpu, base: this.settings.base });
+    this.#watch();
+  }
+
+  // A worker that says nothing for timeoutMs while it loads or has work is stuck (a download that
+  // never ends, a GPU that never answers): what it was doing fails instead of waiting forever.
+  // Every message (download and crop progress included) restarts the clock.
+  #watch() {
+    clearTimeout(this.watchdog);
+    if (this.loaded && this.pending.size === 0) return;
+    this.watchdog = setTimeout(() => {
+      const silence = `no answer for ${this.timeoutMs / 1000} s`;
+      if (this.loaded) return this.#restart(silence);
+      this.worker.terminate();
+      this.failLoading(new Error(`Loupe could not load its models (${silence}); reload the page to try again`));
+    }, this.timeoutMs);
   }
 
   // A worker that crashed (a WebAssembly trap, memory exhausted) cannot be trusted with the next
@@ -72,6 +107,7 @@ export class LoupeClient {
             this.pending.delete(id);
             reject(error);
           }
+          this.#watch();
         }),
     );
   }

@@ -281,6 +281,26 @@ for (const backend of ["webgpu", "cpu"]) {
       assert.ok(!failures.afterNewerRun.includes("error"), `a stale run's error showed: ${JSON.stringify(failures.afterNewerRun)}`);
       assert.match(failures.tooLarge, /101 MB; Loupe reads photos of up to 100 MB/);
       assert.match(failures.zeroWidth, /width and height must both be positive/);
+      // A worker that stops answering (a stuck GPU, a hung download) fails the request after the
+      // configured silence and is replaced; the next crop works.
+      const worker = page.workers().find((w) => w.url().endsWith("/worker.js"));
+      assert.ok(worker, "the widget's inference worker");
+      await worker.evaluate(() => {
+        self.onmessage = () => {}; // takes the request and never answers
+      });
+      const stall = await page.evaluate(async () => {
+        const { loupeCrop, configure } = await import("./loupe-crop.js");
+        configure({ timeoutMs: 2000 });
+        const started = performance.now();
+        const message = await loupeCrop("sample.jpg", { candidates: 4 }).then(() => "no error", (error) => error.message);
+        const waited = performance.now() - started;
+        configure({ timeoutMs: 300_000 });
+        const after = await loupeCrop("sample.jpg", { candidates: 4, topK: 1 });
+        return { message, waited, afterWidth: after.topCrop.width };
+      });
+      assert.match(stall.message, /Loupe's worker stopped \(no answer for 2 s\); it was restarted/, JSON.stringify(stall));
+      assert.ok(stall.waited >= 2000, `failed after ${stall.waited} ms`);
+      assert.ok(stall.afterWidth > 0, JSON.stringify(stall));
       await page.screenshot({ path: join(artifacts, `${backend}-widget-after-failures.png`) });
       const [done, total] = called.progress.at(-1);
       assert.ok(done > 0 && done <= total, JSON.stringify(called.progress));

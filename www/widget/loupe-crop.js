@@ -16,17 +16,25 @@ const DEFAULTS = { aspect: "1:1", candidates: 64, seed: 1, topK: 5 };
 // The weights folder (manifest.json and the files it lists): beside the widget folder, as the app
 // lays it out, unless the page says otherwise (configure(), `weightsUrl`, or the `weights` attribute).
 let defaultWeights = new URL("../weights/", import.meta.url).href;
+let timeoutMs; // the client's own default unless configured
 
-/** Where the weights live, for every later call and element that does not say: `configure({ weightsUrl: "/static/loupe/" })`. */
-export function configure({ weightsUrl }) {
-  defaultWeights = new URL(weightsUrl, document.baseURI).href;
+/**
+ * Where the weights live, for every later call and element that does not say: `configure({ weightsUrl: "/static/loupe/" })`;
+ * `timeoutMs`: how long the worker may stay silent with work before the crop fails and the worker is replaced.
+ */
+export function configure({ weightsUrl, timeoutMs: silence } = {}) {
+  if (weightsUrl) defaultWeights = new URL(weightsUrl, document.baseURI).href;
+  if (silence !== undefined) {
+    timeoutMs = silence;
+    for (const existing of clients.values()) existing.timeoutMs = silence;
+  }
 }
 
 // One worker (and one download of the weights) per weights folder, shared by every element and call.
 const clients = new Map();
 function client(weightsUrl) {
   const base = weightsUrl ? new URL(weightsUrl, document.baseURI).href : defaultWeights;
-  if (!clients.has(base)) clients.set(base, new LoupeClient({ weights: base }));
+  if (!clients.has(base)) clients.set(base, new LoupeClient({ weights: base, timeoutMs }));
   return clients.get(base);
 }
 
