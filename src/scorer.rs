@@ -7,7 +7,7 @@ use crate::error::{LoupeError, Result};
 use crate::model::{AestheticNet, BackboneFeatures, HISTOGRAM_BINS, OutputKind, read_values};
 use crate::prediction::Prediction;
 use crate::preprocess::input_batch;
-use crate::weights::{self, Part, WeightMetadata};
+use crate::weights::{self, Part, SharedBackbone, WeightMetadata};
 
 /// How many 224x224 images go through the network at once (memory stays ~ 0.5 GB on flex).
 pub const DEFAULT_BATCH: usize = 8;
@@ -17,6 +17,8 @@ pub struct Scorer {
     pub net: AestheticNet,
     pub metadata: WeightMetadata,
     pub device: Device,
+    /// The [`SharedBackbone::load`] this model's head was joined to, if any.
+    shared_backbone: Option<u64>,
 }
 
 impl Scorer {
@@ -26,7 +28,13 @@ impl Scorer {
         if !net.backbone.is_prepared_for(&device) {
             net.backbone.prepare_for(&device);
         }
-        Self { net, metadata, device }
+        Self { net, metadata, device, shared_backbone: None }
+    }
+
+    /// A head file's model joined to `backbone` (what [`weights::decode_head`] returned for it):
+    /// every scorer joined to the same loaded backbone shares its passes.
+    pub fn joined_to(net: AestheticNet, metadata: WeightMetadata, backbone: &SharedBackbone, device: Device) -> Self {
+        Self { shared_backbone: Some(backbone.load), ..Self::new(net, metadata, device) }
     }
 
     /// Scorers from a set of weight files: whole models, and/or one backbone file with the head
@@ -43,15 +51,21 @@ impl Scorer {
         }
         let mut scorers = Vec::new();
         for bytes in files {
-            let (net, metadata) = match weights::read_header(bytes)?.0.part {
+            let scorer = match weights::read_header(bytes)?.0.part {
                 Part::Backbone => continue,
-                Part::Full => weights::decode(bytes, device)?,
+                Part::Full => {
+                    let (net, metadata) = weights::decode(bytes, device)?;
+                    Self::new(net, metadata, device.clone())
+                }
                 Part::Head => match &backbone {
-                    Some(backbone) => weights::decode_head(bytes, backbone, device)?,
+                    Some(backbone) => {
+                        let (net, metadata) = weights::decode_head(bytes, backbone, device)?;
+                        Self::joined_to(net, metadata, backbone, device.clone())
+                    }
                     None => return Err(LoupeError::Weights("a head file needs its backbone file too".into())),
                 },
             };
-            scorers.push(Self::new(net, metadata, device.clone()));
+            scorers.push(scorer);
         }
         if scorers.is_empty() {
             return Err(LoupeError::Weights("no model among the weight files (only a backbone?)".into()));
@@ -73,11 +87,12 @@ impl Scorer {
         self.net.forward(input)
     }
 
-    /// Whether `other` runs the very same backbone on the same input (heads bundled with one
-    /// backbone file), so one backbone pass can feed both heads.
+    /// Whether `other` runs the very same backbone on the same input (heads joined to one loaded
+    /// backbone file), so one backbone pass can feed both heads. Not by the files' `backbone_id`:
+    /// two files claiming one id at different widths would feed a head the wrong feature map.
     pub fn shares_backbone_with(&self, other: &Scorer) -> bool {
-        self.metadata.backbone_id.is_some()
-            && self.metadata.backbone_id == other.metadata.backbone_id
+        self.shared_backbone.is_some()
+            && self.shared_backbone == other.shared_backbone
             && self.metadata.input == other.metadata.input
             && self.device == other.device
     }

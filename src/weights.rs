@@ -414,6 +414,9 @@ pub fn decode(bytes: &[u8], device: &Device) -> Result<(AestheticNet, WeightMeta
 pub struct SharedBackbone {
     pub backbone: crate::model::Vgg16,
     pub metadata: WeightMetadata,
+    /// Which load this is: heads joined to the same load run on the very same weights. A file's
+    /// `backbone_id` is only its word (two files may claim one id), so sharing goes by this.
+    pub load: u64,
 }
 
 /// Load a backbone file onto `device`, prepared for inference there ([`crate::model::Vgg16::prepare_for`])
@@ -426,7 +429,9 @@ pub fn decode_backbone(bytes: &[u8], device: &Device) -> Result<SharedBackbone> 
     let mut backbone = metadata.model.init_for_loading(device)?.backbone;
     load_payload(&mut backbone, payload, &metadata)?;
     backbone.prepare_for(device);
-    Ok(SharedBackbone { backbone, metadata })
+    static LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let load = LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(SharedBackbone { backbone, metadata, load })
 }
 
 /// Load a head file and join it with the backbone it was trained on.

@@ -316,3 +316,26 @@ fn the_checksum_covers_the_metadata() {
     assert_eq!(weights::read_header(&older).unwrap().0, meta);
     weights::decode(&older, &flex()).unwrap();
 }
+
+#[test]
+fn models_whose_files_claim_one_backbone_id_at_different_widths_never_share_a_pass() {
+    use loupe::Scorer;
+    let device = flex();
+    // Two whole-model files that both claim one backbone id (a file's metadata is its word), at
+    // widths whose feature maps differ: sharing a pass used to feed the wider head the narrower
+    // backbone's map, and the first forward panicked.
+    let claiming = |config: ModelConfig| {
+        let mut meta = metadata(config, Precision::F32);
+        meta.backbone_id = Some("vgg16-claimed".into());
+        weights::encode(&config.init(&device).unwrap(), &meta).unwrap()
+    };
+    let narrow = claiming(tiny(OutputKind::Regression, HeadKind::Compact));
+    let wide = claiming(tiny(OutputKind::Histogram, HeadKind::Compact).with_width_divisor(4));
+    let scorers = Scorer::from_weight_files(&[&narrow, &wide], &device).unwrap();
+    assert!(!scorers[0].shares_backbone_with(&scorers[1]));
+    let images = vec![loupe::preprocess::decode_image(&fixture_bytes("rocket.jpg")).unwrap()];
+    let together = Scorer::predict_all(&scorers, &images).unwrap();
+    for (scorer, predictions) in scorers.iter().zip(&together) {
+        assert_eq!(predictions, &scorer.predict(&images).unwrap(), "{:?}", scorer.output());
+    }
+}
