@@ -73,7 +73,7 @@ impl Checkpoints {
         Self { dir: out.join("checkpoint") }
     }
 
-    fn state_path(&self) -> PathBuf {
+    pub fn state_path(&self) -> PathBuf {
         self.dir.join("state.json")
     }
 

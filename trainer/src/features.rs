@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use loupe::model::heads::StatisticsLayers;
+use loupe::model::vgg16::FEATURE_MAP_SIZE;
 use loupe::model::{AestheticNet, BackboneFeatures, values};
 use loupe::preprocess::{InputConvention, input_batch};
 use loupe::weights;
@@ -43,10 +44,11 @@ struct CachedRows {
 }
 
 impl CachedRows {
-    /// The rows in `path`, or none when it is missing or unreadable (then they are recomputed).
-    fn read_or_empty(path: Option<&Path>) -> Self {
+    /// The rows in `path`, or none when it is missing, unreadable or of another shape than
+    /// `expected` (then they are recomputed).
+    fn read_or_empty(path: Option<&Path>, expected: [usize; 3]) -> Self {
         match path {
-            Some(path) if path.exists() => Self::read(path).unwrap_or_else(|e| {
+            Some(path) if path.exists() => Self::read(path, expected).unwrap_or_else(|e| {
                 eprintln!("feature cache {} unreadable ({e}); recomputing", path.display());
                 Self::default()
             }),
@@ -72,7 +74,7 @@ impl CachedRows {
         Ok(())
     }
 
-    fn read(path: &Path) -> Result<Self> {
+    fn read(path: &Path, expected: [usize; 3]) -> Result<Self> {
         let bytes = std::fs::read(path)?;
         let (_, header) = SafeTensors::read_metadata(&bytes)?;
         let metadata = header.metadata().clone().unwrap_or_default();
@@ -85,8 +87,13 @@ impl CachedRows {
         let file = SafeTensors::deserialize(&bytes)?;
         let (ids, rows) = (file.tensor("ids")?, file.tensor("rows")?);
         let &[n, c, h, w] = rows.shape() else { bail!("rows of shape {:?}", rows.shape()) };
-        if ids.dtype() != Dtype::U64 || rows.dtype() != Dtype::F32 || ids.shape() != [n] || c * h * w == 0 {
+        if ids.dtype() != Dtype::U64 || rows.dtype() != Dtype::F32 || ids.shape() != [n] {
             bail!("ids {:?} {:?} and rows {:?} {:?} do not match", ids.dtype(), ids.shape(), rows.dtype(), rows.shape());
+        }
+        // Rows the backbone would not compute (another width, a damaged file) would reach the
+        // head as a wrong-shaped batch; a shape check here also bounds `c * h * w`.
+        if [c, h, w] != expected {
+            bail!("rows of shape {:?}, but this backbone computes {expected:?}", [c, h, w]);
         }
         let ids = ids.data().chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
         // Row by row from the file's bytes: no second copy of the whole cache.
@@ -130,9 +137,11 @@ impl FeatureCache {
             let stem = path.file_stem().unwrap_or_default().to_string_lossy();
             path.with_file_name(format!("{stem}-statistics.safetensors"))
         });
+        let map_shape = [net.backbone.out_channels(), FEATURE_MAP_SIZE, FEATURE_MAP_SIZE];
+        let statistics_shape = [net.backbone.statistics_width(), 1, 1];
         let mut cached = Self {
-            map: CachedRows::read_or_empty(cache_file),
-            statistics: with_statistics.then(|| CachedRows::read_or_empty(statistics_file.as_deref())),
+            map: CachedRows::read_or_empty(cache_file, map_shape),
+            statistics: with_statistics.then(|| CachedRows::read_or_empty(statistics_file.as_deref(), statistics_shape)),
         };
         let missing: Vec<&ImageLabel> = labels.iter().copied().filter(|l| !cached.contains(l.id)).collect();
         if missing.is_empty() {
@@ -195,5 +204,29 @@ impl FeatureCache {
         let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
         let std = sum.iter().zip(&sum_of_squares).map(|(s, q)| ((q / n - (s / n).powi(2)).max(0.0)).sqrt() as f32).collect();
         Ok((mean, std))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feature_cache_of_another_shape_is_recomputed_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.safetensors");
+        let rows = CachedRows { rows: BTreeMap::from([(7, vec![0.5; 8 * 7 * 7])]), shape: [8, 7, 7] };
+        rows.write(&path).unwrap();
+        assert_eq!(CachedRows::read_or_empty(Some(&path), [8, 7, 7]).rows.len(), 1);
+        // Made for a backbone of another width: recomputed.
+        assert!(CachedRows::read_or_empty(Some(&path), [16, 7, 7]).rows.is_empty());
+        // No rows, but a row size whose product overflows (safetensors accepts it: 0 elements).
+        let huge = TensorView::new(Dtype::F32, vec![0, 1 << 62, 1, 1], &[]).unwrap();
+        let ids = TensorView::new(Dtype::U64, vec![0], &[]).unwrap();
+        let metadata = HashMap::from([("format".to_string(), FORMAT.to_string()), ("version".to_string(), FORMAT_VERSION.to_string())]);
+        safetensors::serialize_to_file([("ids", ids), ("rows", huge)], Some(metadata), &path).unwrap();
+        let refused = CachedRows::read(&path, [8, 7, 7]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("this backbone computes"), "{refused}");
+        assert!(CachedRows::read_or_empty(Some(&path), [8, 7, 7]).rows.is_empty());
     }
 }

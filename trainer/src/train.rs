@@ -88,7 +88,21 @@ fn default_ridge() -> f64 {
 
 impl TrainConfig {
     /// Settings that cannot work together, refused before any work.
+    /// What the flags' parsers check, checked again here: a resumed run's settings come from
+    /// `checkpoint/state.json`, which may have been edited or damaged.
     pub fn check(&self) -> Result<()> {
+        if self.batch == 0 {
+            bail!("the batch size must be at least 1");
+        }
+        if !(1..=crate::splits::MAX_BINS).contains(&self.bins) {
+            bail!("the number of sample-weight bins must be 1..={}, got {}", crate::splits::MAX_BINS, self.bins);
+        }
+        if self.model.width_divisor == 0 {
+            bail!("the width divisor must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("the learning rate must be a positive number, got {}", self.lr);
+        }
         if self.closed_form && !(self.freeze_backbone && self.model.head == HeadKind::Quadratic && self.model.output == OutputKind::Regression) {
             bail!("--closed-form fits a regression model with --head quadratic on a frozen backbone (--freeze-backbone)");
         }
@@ -193,7 +207,10 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
         }
         None => config,
     };
-    config.check()?;
+    config.check().with_context(|| match previous {
+        Some(_) => format!("{}: the run's saved settings", checkpoints.state_path().display()),
+        None => "the run's settings".into(),
+    })?;
     // The closed form is one exact step: the run has one epoch, whatever --epochs says.
     let config = if config.closed_form { TrainConfig { epochs: 1, ..config } } else { config };
 
@@ -426,5 +443,32 @@ fn batch_loss(
                 HistogramLoss::Emd => weighted_emd(output, target, weights),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: crate::args::TrainArgs,
+    }
+
+    #[test]
+    fn resumed_settings_with_a_zero_batch_or_impossible_bins_are_refused_not_a_panic() {
+        let args = ["train", "--labels", "l.txt", "--images", "i", "--out", "o", "--init", "random"];
+        let config = Cli::parse_from(args).train.config().unwrap();
+        assert!(config.check().is_ok());
+        let refused = |config: TrainConfig| config.check().unwrap_err().to_string();
+        assert!(refused(TrainConfig { batch: 0, ..config.clone() }).contains("batch size"));
+        assert!(refused(TrainConfig { bins: 0, ..config.clone() }).contains("bins must be 1..=100000, got 0"));
+        assert!(refused(TrainConfig { bins: 1_000_000_000_000_000, ..config.clone() }).contains("bins"));
+        assert!(refused(TrainConfig { lr: f64::NAN, ..config.clone() }).contains("learning rate"));
+        let model = config.model.with_width_divisor(0);
+        assert!(refused(TrainConfig { model, ..config }).contains("width divisor"));
     }
 }
