@@ -207,7 +207,8 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     matches!((last_scan, last_end), (Some(scan), Some(end)) if end > scan)
 }
 
-fn check_dimensions(width: u32, height: u32) -> Result<()> {
+/// Whether a photo of this size is one Loupe reads: at most [`MAX_PIXELS`], at least [`MIN_SIDE`] a side.
+pub fn check_dimensions(width: u32, height: u32) -> Result<()> {
     if u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Err(LoupeError::ImageTooLarge(format!("{width}x{height} pixels (limit {MAX_PIXELS} pixels)")));
     }
@@ -288,7 +289,7 @@ pub fn region_to_input(image: &RgbImage, x: u32, y: u32, width: u32, height: u32
 
 /// CHW floats of one image at its own size, normalised.
 pub fn normalise_chw(image: &RgbImage, convention: InputConvention) -> Vec<f32> {
-    let plane = (image.width() * image.height()) as usize;
+    let plane = image.width() as usize * image.height() as usize;
     let mut chw = vec![0.0; 3 * plane];
     for (i, pixel) in image.pixels().enumerate() {
         let [c0, c1, c2] = convention.normalise(pixel.0);

@@ -143,8 +143,8 @@ pub struct BatchArgs {
     /// The number of shards, for engines whose environment does not say (Kubernetes, AWS Batch).
     #[arg(long)]
     pub shards: Option<u64>,
-    /// Photos per forward pass.
-    #[arg(long, default_value_t = loupe::scorer::DEFAULT_BATCH)]
+    /// Photos per forward pass (1..=256: up to three batches of decoded photos are in flight).
+    #[arg(long, default_value_t = loupe::scorer::DEFAULT_BATCH, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub batch: usize,
     /// Rows per output part.
     #[arg(long, default_value_t = 1000)]

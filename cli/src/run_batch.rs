@@ -51,8 +51,8 @@ pub fn batch(args: BatchArgs) -> Result<()> {
     let summary = run(&models, &options)?;
     eprintln!(
         "shard {}/{}: {} photos, {} already done, {} written in {} parts ({} failed), {:.1} s, {:.2} photos/s; model {}",
-        shard.index,
-        shard.count,
+        shard.index(),
+        shard.count(),
         summary.in_shard,
         summary.skipped,
         summary.written,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{LOUPE, fixture, succeeds as ok, tiny_models};
+use common::{LOUPE, fixture, run, succeeds as ok, tiny_models};
 use loupe_cli::batch::output::read_part;
 use loupe_cli::batch::rows::Row;
 
@@ -265,4 +265,17 @@ fn parquet_rows_agree_with_loupe_score_and_loupe_crop() {
     let [other, _] = tiny_models(dir.path(), 6);
     ok(&["batch", "-q", "-w", &other, p, "-o", out.to_str().unwrap()]);
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+}
+
+#[test]
+fn a_batch_size_outside_one_to_256_is_refused_before_any_photo_is_read() {
+    // Up to three batches of decoded photos are in flight: an unbounded --batch was unbounded memory.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    for batch in ["0", "257", "18446744073709551615"] {
+        let output = run(&["batch", "-q", fixture("coffee.jpg").parent().unwrap().to_str().unwrap(), "-o", out.to_str().unwrap(), "--batch", batch]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains("--batch"), "--batch {batch}: {stderr}");
+        assert!(!out.exists(), "--batch {batch} wrote output");
+    }
 }

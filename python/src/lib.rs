@@ -5,6 +5,7 @@
 
 use image::RgbImage;
 use loupe::crop::CropShape;
+use loupe::scorer::DEFAULT_BATCH;
 use loupe_cli::batch::inputs::read_key;
 use loupe_cli::batch::rows::{BatchModels, Prepared, Tasks};
 use loupe_cli::device::parse_device;
@@ -51,11 +52,22 @@ impl TaskSpec {
 }
 
 impl Engine {
-    /// Rows as JSON text (the Python side reads them with `json.loads`), the GIL released.
-    fn run(&self, py: Python<'_>, tasks: Tasks, prepare: impl FnOnce() -> Vec<Prepared> + Send) -> Vec<String> {
+    /// Rows as JSON text (the Python side reads them with `json.loads`), the GIL released. Photos
+    /// are decoded a batch at a time, so a call over thousands of paths holds one batch of
+    /// pixels, not all of them.
+    fn run<T: Send>(&self, py: Python<'_>, tasks: &Tasks, items: Vec<T>, prepare: impl Fn(T, &Tasks) -> Prepared + Sync) -> Vec<String> {
         py.detach(|| {
-            let rows = self.models.rows(&tasks, prepare());
-            rows.iter().map(|row| serde_json::to_string(row).expect("rows serialise")).collect()
+            let mut items = items.into_iter();
+            let mut json = Vec::new();
+            loop {
+                let batch: Vec<Prepared> = items.by_ref().take(DEFAULT_BATCH).map(|item| prepare(item, tasks)).collect();
+                if batch.is_empty() {
+                    return json;
+                }
+                // Rows hold strings, numbers and options only (serde_json writes non-finite floats
+                // as null), so serialising cannot fail.
+                json.extend(self.models.rows(tasks, batch).iter().map(|row| serde_json::to_string(row).expect("rows serialise")));
+            }
         })
     }
 }
@@ -81,14 +93,14 @@ impl Engine {
     /// Rows for files, read as `loupe batch` reads them.
     fn rows_from_paths(&self, py: Python<'_>, keys: Vec<String>, tasks: TaskSpec) -> PyResult<Vec<String>> {
         let tasks = tasks.tasks()?;
-        Ok(self.run(py, tasks, move || keys.into_iter().map(|key| Prepared::from_bytes(key.clone(), read_key(&key))).collect()))
+        Ok(self.run(py, &tasks, keys, |key, tasks| Prepared::from_bytes(key.clone(), read_key(&key), tasks)))
     }
 
     /// Rows for encoded images (JPEG, PNG... as in a file), one key each.
     fn rows_from_bytes(&self, py: Python<'_>, keys: Vec<String>, datas: Vec<Bound<'_, PyBytes>>, tasks: TaskSpec) -> PyResult<Vec<String>> {
         let tasks = tasks.tasks()?;
         let datas: Vec<Vec<u8>> = datas.iter().map(|d| d.as_bytes().to_vec()).collect();
-        Ok(self.run(py, tasks, move || keys.into_iter().zip(datas).map(|(key, bytes)| Prepared::from_bytes(key, Ok(bytes))).collect()))
+        Ok(self.run(py, &tasks, keys.into_iter().zip(datas).collect(), |(key, bytes), tasks| Prepared::from_bytes(key, Ok(bytes), tasks)))
     }
 
     /// Rows for decoded pixels: `pixels[i]` is `heights[i] x widths[i] x 3` RGB bytes, row-major.
@@ -108,7 +120,7 @@ impl Engine {
                 .ok_or_else(|| loupe_error(format!("{key}: {} bytes are not {width}x{height} RGB pixels", data.as_bytes().len())))?;
             images.push((key, image));
         }
-        Ok(self.run(py, tasks, move || images.into_iter().map(|(key, image)| Prepared::from_image(key, image)).collect()))
+        Ok(self.run(py, &tasks, images, |(key, image), tasks| Prepared::from_image(key, image, tasks)))
     }
 }
 

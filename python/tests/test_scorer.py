@@ -75,6 +75,14 @@ def test_bad_images_raise_the_cli_message(scorer, tmp_path):
         scorer.score(np.zeros((10, 10, 3), dtype=np.float32))
     with pytest.raises(TypeError):
         scorer.score(42)
+    # An array is held to the decoders' size limits, as a file of the same pixels would be.
+    with pytest.raises(loupe.LoupeError, match=r"image too small: 1x1 \(need at least 16x16 pixels\)"):
+        scorer.score(np.zeros((1, 1, 3), dtype=np.uint8))
+    # More arrays than one call takes (8): each row still in its place, the tiny one an error row.
+    arrays = [np.full((20 + i, 30, 3), 10 * i, dtype=np.uint8) for i in range(11)] + [np.zeros((2, 2, 3), dtype=np.uint8)]
+    rows = scorer.score_batch(arrays)
+    assert [row["height"] for row in rows[:11]] == [20 + i for i in range(11)]
+    assert all(row["error"] is None for row in rows[:11]) and "too small" in rows[11]["error"]
     # The batch API reports bad photos as rows and still scores the good ones.
     rows = scorer.score_batch([str(notes), str(FIXTURES / "chelsea.jpg")])
     assert rows[0]["error"] and rows[0]["score"] is None

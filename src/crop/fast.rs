@@ -188,6 +188,7 @@ impl Level {
 }
 
 /// Crop sizes of the levels: geometric steps between the smallest and largest candidate.
+/// `candidates` is never empty: the search returns before this on an empty set.
 fn level_sizes(candidates: &[Rect], levels: usize) -> Vec<(f32, f32)> {
     let area = |r: &Rect| (r.width as f32 * r.height as f32).sqrt();
     let smallest = candidates.iter().min_by(|a, b| area(a).total_cmp(&area(b))).expect("candidates");
@@ -277,6 +278,7 @@ pub async fn estimate_crop_scores_async(
     }
 
     let cells = FEATURE_MAP_SIZE * FEATURE_MAP_SIZE;
+    // At least one level: `level_sizes` makes `levels.max(1)` of them.
     let channels = levels[0].channels;
     let reads_map = scorer.net.head.layers().reads_map();
     let mut estimates = Vec::with_capacity(candidates.len());

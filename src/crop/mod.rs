@@ -216,6 +216,8 @@ pub fn candidates(width: u32, height: u32, request: &CropRequest) -> Result<Vec<
     Ok(match request.layout {
         CandidateLayout::Random => {
             let mut rng = SplitMix64::new(request.seed);
+            // `CandidateSizes` keeps every size within the photo (`width`, `height`), so the
+            // room left on each axis cannot underflow.
             (0..request.candidates)
                 .map(|_| {
                     let (w, h) = sizes.at_scale(rng.next_f64());
@@ -317,6 +319,7 @@ impl CandidateSizes {
 /// At most `count` evenly spaced positions of a `w x h` frame, spread in proportion to the room
 /// left on each axis.
 fn grid_positions(width: u32, height: u32, w: u32, h: u32, count: usize) -> Vec<Rect> {
+    // Sizes come from `CandidateSizes`, which keeps them within the photo.
     let (room_x, room_y) = (width - w, height - h);
     let (slots_x, slots_y) = (f64::from(room_x) + 1.0, f64::from(room_y) + 1.0);
     let count = count.min(u32::MAX as usize) as u32;

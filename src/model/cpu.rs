@@ -112,6 +112,7 @@ impl CpuVgg16 {
         };
         let map = self.run_layers(x, with_statistics.then_some(&mut collect as &mut dyn FnMut(&Nhwc)));
         let statistics = with_statistics.then(|| {
+            // Batches are never empty (every caller chunks a non-empty input), so image 0 exists.
             let width = per_image[0].len();
             Tensor::from_data(TensorData::new(per_image.concat(), [batch, width]), &map.device())
         });

@@ -32,7 +32,7 @@ impl ImageFolder {
     }
 
     fn load_one(&self, id: u64) -> Option<RgbImage> {
-        if let Some(image) = self.cache.as_ref().and_then(|cache| cache.lock().unwrap().get(&id).cloned()) {
+        if let Some(image) = self.cache.as_ref().and_then(|cache| cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()) {
             return Some(image);
         }
         let result =
@@ -41,12 +41,12 @@ impl ImageFolder {
             Ok(image) => {
                 let input = resize_to_input(&image);
                 if let Some(cache) = &self.cache {
-                    cache.lock().unwrap().insert(id, input.clone());
+                    cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, input.clone());
                 }
                 Some(input)
             }
             Err(reason) => {
-                self.failures.lock().unwrap().insert(id, reason);
+                self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, reason);
                 None
             }
         }
@@ -80,7 +80,7 @@ impl ImageFolder {
     }
 
     pub fn failures(&self) -> BTreeMap<u64, String> {
-        self.failures.lock().unwrap().clone()
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 }
 

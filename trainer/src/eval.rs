@@ -60,7 +60,7 @@ pub fn metrics(scored: &[Scored]) -> Metrics {
     let mse = truth.iter().zip(&predicted).map(|(t, p)| (t - p).powi(2)).sum::<f64>() / n;
     let accuracy_at_5 = truth.iter().zip(&predicted).filter(|(t, p)| (**t >= 5.0) == (**p >= 5.0)).count() as f64 / n;
     let rmser = scored.iter().all(|s| s.predicted_std.is_some()).then(|| {
-        let squared: f64 = scored.iter().map(|s| (f64::from(s.predicted_std.unwrap()) - f64::from(s.true_std)).powi(2)).sum();
+        let squared: f64 = scored.iter().map(|s| (f64::from(s.predicted_std.unwrap_or(f32::NAN)) - f64::from(s.true_std)).powi(2)).sum();
         let mean_true_std: f64 = scored.iter().map(|s| f64::from(s.true_std)).sum::<f64>() / n;
         (squared / n).sqrt() / mean_true_std
     });

@@ -109,6 +109,7 @@ impl CachedRows {
         }
     }
 
+    /// Every caller passes only ids it has checked with [`FeatureCache::contains`].
     fn batch(&self, labels: &[&ImageLabel]) -> Vec<f32> {
         labels.iter().flat_map(|l| self.rows[&l.id].iter().copied()).collect()
     }

@@ -135,7 +135,9 @@ impl Figure for MseByScore<'_> {
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
-        let top = self.0.iter().flat_map(|(_, m)| m.mse_by_score.iter().map(|b| b.2)).fold(0.1, f64::max);
+        // A non-finite MSE (a model predicting ±inf or NaN) is left out: an axis up to infinity
+        // sends plotters' tick search into an endless loop.
+        let top = self.0.iter().flat_map(|(_, m)| m.mse_by_score.iter().map(|b| b.2)).filter(|v| v.is_finite()).fold(0.1, f64::max);
         let mut chart = ChartBuilder::on(root)
             .caption("MSE per aesthetic score (paper Fig. 3)", ("sans-serif", 18))
             .margin(12)
@@ -146,7 +148,7 @@ impl Figure for MseByScore<'_> {
         for (i, (name, m)) in self.0.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             chart
-                .draw_series(LineSeries::new(m.mse_by_score.iter().map(|b| (b.0 + 0.25, b.2)), color.stroke_width(2)))?
+                .draw_series(LineSeries::new(m.mse_by_score.iter().filter(|b| b.2.is_finite()).map(|b| (b.0 + 0.25, b.2)), color.stroke_width(2)))?
                 .label(name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
@@ -200,5 +202,18 @@ mod tests {
         let sets = vec![("train".to_string(), Vec::new())];
         let [svg, _] = save(&ScoreDistributions(&sets), &dir.path().join("scores")).unwrap();
         assert!(std::fs::read_to_string(&svg).unwrap().contains("train (0)"));
+    }
+
+    #[test]
+    fn an_infinite_or_nan_mse_is_left_out_of_the_figure_instead_of_stretching_its_axis() {
+        // A model whose activations overflow predicts ±inf or NaN: its bins' MSE is not a number.
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = crate::eval::Metrics { mse_by_score: vec![(4.0, 3, f64::INFINITY), (4.5, 2, 0.3), (5.0, 2, f64::NAN)], ..Default::default() };
+        let sets = vec![("all".to_string(), metrics)];
+        let [svg, _] = save(&MseByScore(&sets), &dir.path().join("mse")).unwrap();
+        let svg = std::fs::read_to_string(&svg).unwrap();
+        // The axis is scaled to the finite 0.3, not to infinity.
+        let labels: Vec<f64> = svg.lines().filter_map(|line| line.trim().parse().ok()).collect();
+        assert!(labels.contains(&0.3) && labels.iter().all(|v| *v <= 10.0), "axis labels {labels:?}");
     }
 }

@@ -152,6 +152,7 @@ pub fn weights_for(sets: &[(String, Vec<&ImageLabel>)], bins: usize, max_weight:
 
 /// The set Eq. 1 is computed on: train only; without splits every image is training data.
 fn weighted_set<'s, 'l>(sets: &'s [(String, Vec<&'l ImageLabel>)]) -> &'s (String, Vec<&'l ImageLabel>) {
+    // `named_sets` always starts with "all", so set 0 exists.
     sets.iter().find(|(n, _)| n == "train").unwrap_or(&sets[0])
 }
 

@@ -93,7 +93,8 @@ pub fn run(models: &BatchModels, options: &BatchOptions) -> Result<Summary> {
     std::thread::scope(|scope| -> Result<()> {
         scope.spawn(|| {
             for chunk in pending.chunks(batch) {
-                let prepared = pool.install(|| chunk.par_iter().map(|key| Prepared::from_bytes(key.clone(), inputs::read_key(key))).collect());
+                let prepared =
+                    pool.install(|| chunk.par_iter().map(|key| Prepared::from_bytes(key.clone(), inputs::read_key(key), &options.tasks)).collect());
                 if sender.send(prepared).is_err() {
                     return; // the writer stopped on an error
                 }

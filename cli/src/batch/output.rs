@@ -96,7 +96,7 @@ pub struct Output {
     pub dir: PathBuf,
     format: Format,
     shard: Shard,
-    next_seq: u32,
+    next_seq: u64,
 }
 
 impl Output {
@@ -112,8 +112,10 @@ impl Output {
             if name.starts_with(&format!(".{own}")) && name.ends_with(".tmp") {
                 std::fs::remove_file(dir.join(&name)).with_context(|| format!("cannot remove stale {name}"))?;
             } else if let Some(rest) = name.strip_prefix(&own) {
-                let seq = rest.split('.').next().and_then(|s| s.parse::<u32>().ok());
-                next_seq = next_seq.max(seq.map_or(0, |s| s + 1));
+                let Some(seq) = rest.split('.').next().and_then(|s| s.parse::<u64>().ok()) else { continue };
+                // A renamed or forged part number at the limit must not wrap to 0 (and overwrite part 0).
+                let after = seq.checked_add(1).with_context(|| format!("{name}: no part number can follow it; move it aside"))?;
+                next_seq = next_seq.max(after);
             }
         }
         Ok(Self { dir, format, shard, next_seq })
@@ -147,7 +149,7 @@ impl Output {
     /// Writes rows as the next part of this shard: temp file, fsync, rename, fsync the folder.
     pub fn write_part(&mut self, rows: &[Row]) -> Result<PathBuf> {
         let name = format!("part-{}-{:05}.{}", self.shard.tag(), self.next_seq, self.format.extension());
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.checked_add(1).context("no part number is left for this shard")?;
         let path = self.dir.join(&name);
         match self.format {
             Format::Parquet => write_atomically(&path, |file| write_parquet(file, &record_batch(rows)?))?,
@@ -187,7 +189,7 @@ impl Output {
         for batch in reader {
             let batch = batch?;
             let key_column = batch.column_by_name("key").context("a part without a key column")?;
-            let strings = arrow_array::cast::AsArray::as_string::<i32>(key_column.as_ref());
+            let strings = arrow_array::cast::AsArray::as_string_opt::<i32>(key_column.as_ref()).context("the part's key column is not text")?;
             let keep: BooleanArray = strings.iter().map(|k| Some(!k.is_some_and(|k| keys.contains(k)))).collect();
             kept.push(arrow_select::filter::filter_record_batch(&batch, &keep)?);
         }
@@ -285,4 +287,24 @@ fn read_keys(part: &Path) -> Result<Vec<(String, bool)>> {
     let errors = columns.pop().unwrap_or_default();
     let keys = columns.pop().unwrap_or_default();
     Ok(keys.into_iter().zip(errors).filter_map(|(key, error)| Some((key?, error.is_some()))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_number_at_its_limit_is_an_error_not_a_wrap_that_overwrites_part_zero() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("model=m");
+        std::fs::create_dir_all(&dir).unwrap();
+        let tag = Shard::ALL.tag();
+        // Past u32: the next part follows it.
+        std::fs::write(dir.join(format!("part-{tag}-4294967295.jsonl")), "").unwrap();
+        assert_eq!(Output::open(root.path(), "m", Format::Jsonl, Shard::ALL).unwrap().next_seq, 4_294_967_296);
+        // At u64's limit no number follows: an error naming the file.
+        std::fs::write(dir.join(format!("part-{tag}-{}.jsonl", u64::MAX)), "").unwrap();
+        let error = Output::open(root.path(), "m", Format::Jsonl, Shard::ALL).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("no part number can follow it"), "{error}");
+    }
 }

@@ -8,7 +8,7 @@ use image::RgbImage;
 use loupe::burn::tensor::Device;
 use loupe::crop::{CropReport, CropRequest, CropShape, FastCropOptions, FocalPoint, ReportedCrop, fast_crop_search};
 use loupe::model::OutputKind;
-use loupe::preprocess::{decode_image, resize_to_input};
+use loupe::preprocess::{check_dimensions, decode_image, resize_to_input};
 use loupe::scorer::crop_scorer;
 use loupe::{Prediction, Scorer};
 use serde::{Deserialize, Serialize};
@@ -155,12 +155,14 @@ impl BatchModels {
             };
             let crop_started = Instant::now();
             let mut row = self.empty_row(item.key, item.content_sha256);
-            row.width = Some(photo.image.width());
-            row.height = Some(photo.image.height());
+            row.width = Some(photo.width);
+            row.height = Some(photo.height);
             let mut errors = Vec::new();
             if tasks.score {
                 match &predictions {
                     Ok(per_model) => {
+                        // One prediction per input for every model, and `next_input` counts the
+                        // decoded photos, which are exactly the inputs, in order.
                         let mine: Vec<(OutputKind, Prediction)> =
                             self.scorers.iter().zip(per_model).map(|(s, p)| (s.output(), p[next_input].clone())).collect();
                         fill_scores(&mut row, &mine);
@@ -170,7 +172,8 @@ impl BatchModels {
             }
             next_input += 1;
             for shape in &tasks.crops {
-                match self.best_crop(&photo.image, shape, tasks) {
+                let crop = photo.pixels.as_ref().context("the photo's pixels were not kept").and_then(|pixels| self.best_crop(pixels, shape, tasks));
+                match crop {
                     Ok(crop) => row.crops.push(crop),
                     Err(error) => errors.push(format!("crop {}: {error:#}", shape_name(shape))),
                 }
@@ -216,14 +219,20 @@ pub struct Prepared {
 }
 
 pub struct Photo {
-    pub image: RgbImage,
+    /// Upright size, after EXIF.
+    pub width: u32,
+    pub height: u32,
     /// The 224x224 network input.
     pub input: RgbImage,
+    /// The whole photo, kept only when it is to be cropped: a batch in flight of 100 MP photos
+    /// would otherwise hold 300 MB each just to report their size.
+    pub pixels: Option<RgbImage>,
 }
 
 impl Prepared {
-    /// A photo from its bytes (or the error reading them).
-    pub fn from_bytes(key: String, bytes: Result<Vec<u8>>) -> Self {
+    /// A photo from its bytes (or the error reading them); `tasks` says whether its pixels are
+    /// kept beyond the network input.
+    pub fn from_bytes(key: String, bytes: Result<Vec<u8>>, tasks: &Tasks) -> Self {
         let started = Instant::now();
         let (content_sha256, photo) = match bytes {
             Ok(bytes) => {
@@ -232,21 +241,23 @@ impl Prepared {
             }
             Err(error) => (None, Err(format!("{error:#}"))),
         };
-        let photo = photo.map(Photo::new);
+        let photo = photo.map(|image| Photo::new(image, tasks));
         Self { key, content_sha256, photo, ms: started.elapsed().as_secs_f32() * 1000.0 }
     }
 
-    /// A photo already decoded (the Python package's arrays); it has no file bytes to hash.
-    pub fn from_image(key: String, image: RgbImage) -> Self {
+    /// A photo already decoded (the Python package's arrays); it has no file bytes to hash. Its
+    /// size is held to the decoders' limits, so an array and a file of one photo get one answer.
+    pub fn from_image(key: String, image: RgbImage, tasks: &Tasks) -> Self {
         let started = Instant::now();
-        let photo = Ok(Photo::new(image));
+        let photo = check_dimensions(image.width(), image.height()).map(|()| Photo::new(image, tasks)).map_err(|e| e.to_string());
         Self { key, content_sha256: None, photo, ms: started.elapsed().as_secs_f32() * 1000.0 }
     }
 }
 
 impl Photo {
-    fn new(image: RgbImage) -> Self {
+    fn new(image: RgbImage, tasks: &Tasks) -> Self {
         let input = resize_to_input(&image);
-        Self { image, input }
+        let (width, height) = image.dimensions();
+        Self { width, height, input, pixels: (!tasks.crops.is_empty()).then_some(image) }
     }
 }

@@ -7,8 +7,9 @@ use sha2::{Digest, Sha256};
 /// Shard `index` of `count` (0-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
-    pub index: u64,
-    pub count: u64,
+    // Private: only `new` and `ALL` make shards, so `count` is never 0 (`of_key` divides by it).
+    index: u64,
+    count: u64,
 }
 
 impl Shard {
@@ -28,10 +29,18 @@ impl Shard {
     /// The shard a key belongs to: the first 8 bytes of SHA-256 of the key's UTF-8 bytes, read as
     /// a big-endian u64, modulo the shard count. Fixed for good: changing it would move finished
     /// keys between shards. (Python: `int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % n`.)
-    pub fn of_key(key: &str, count: u64) -> u64 {
+    fn of_key(key: &str, count: u64) -> u64 {
         let digest = Sha256::digest(key.as_bytes());
         let first = u64::from_be_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"));
         first % count
+    }
+
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
     }
 
     pub fn contains(&self, key: &str) -> bool {

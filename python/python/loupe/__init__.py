@@ -111,13 +111,18 @@ class Scorer:
             at = groups["bytes"]
             out = engine.rows_from_bytes([keys[i] for i in at], [bytes(images[i]) for i in at], tasks)
             _place(rows, at, out)
-        if groups["pixels"]:
-            at = groups["pixels"]
+        # Arrays are copied on their way in: a batch of them at a time, not all at once.
+        for start in range(0, len(groups["pixels"]), _ARRAYS_PER_CALL):
+            at = groups["pixels"][start:start + _ARRAYS_PER_CALL]
             arrays = [_rgb_array(images[i]) for i in at]
             out = engine.rows_from_pixels([keys[i] for i in at], [a.tobytes() for a in arrays],
                                           [a.shape[1] for a in arrays], [a.shape[0] for a in arrays], tasks)
             _place(rows, at, out)
         return rows  # type: ignore[return-value]
+
+
+# Loupe's batch size (loupe.scorer.DEFAULT_BATCH): one forward pass per call.
+_ARRAYS_PER_CALL = 8
 
 
 def _kind(image) -> str:
