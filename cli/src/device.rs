@@ -24,7 +24,8 @@ pub fn parse_device(name: &str) -> Result<Device> {
         if let Some(api) = api {
             options = options.graphics_api(api);
         }
-        options.init().map_err(|e| anyhow::anyhow!("no usable {kind} adapter for '{name}': {e:?}"))
+        let device = options.init().map_err(|e| anyhow::anyhow!("no usable {kind} adapter for '{name}': {e}"))?;
+        first_operation_on(device, name)
     };
     match kind {
         "flex" | "cpu" if index.is_none() => Ok(Device::flex()),
@@ -33,8 +34,20 @@ pub fn parse_device(name: &str) -> Result<Device> {
         #[cfg(feature = "wgpu")]
         "vulkan" => wgpu(Some(loupe::burn::tensor::wgpu::WgpuBackend::Vulkan)),
         #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(index.unwrap_or(0))),
+        "cuda" => first_operation_on(Device::cuda(index.unwrap_or(0)), name),
         _ => bail!("unknown or disabled device '{name}': use {DEVICE_HELP}"),
+    }
+}
+
+/// The device, once one tiny operation has run on it. GPU runtimes start lazily and some panic
+/// there (cubecl-cuda on a missing driver or device index): that becomes an error here, before
+/// any work, instead of a panic in the middle of it.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn first_operation_on(device: Device, name: &str) -> Result<Device> {
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loupe::burn::tensor::Tensor::<1>::zeros([1], &device).into_data()));
+    match probe {
+        Ok(_) => Ok(device),
+        Err(_) => bail!("the device '{name}' failed on its first operation (see the message above): is its driver installed?"),
     }
 }
 
