@@ -30,7 +30,7 @@ window.loupeBench = async ({ forceCpu, scores, cropCandidates }) => {
   let crop = null;
   if (cropCandidates > 0) {
     const run = await timed(() => loupe.crop(bytes, { aspect: "1:1", candidates: cropCandidates, seed: 1 }));
-    crop = { ms: run.ms, best: run.result[0] };
+    crop = { ms: run.ms, best: run.result.topCrop };
   }
   return { backend: loupe.backend, loadMs: load.ms, firstScoreMs: first.ms, scoreMs: times, score: first.result.score, crop };
 };
