@@ -247,8 +247,11 @@ fn web_sys_log(message: &str) {
     web_sys::console::warn_1(&JsValue::from_str(message));
 }
 
-/// Plain JS objects (not `Map`s, which serde-wasm-bindgen makes of maps and flattened structs):
-/// the page reads `crop.score`, `metadata.model.output` and so on.
+/// A result as a plain JavaScript object (the page reads `crop.score`, `metadata.model.output`
+/// and so on): one JSON string, parsed on the JavaScript side. serde-wasm-bindgen builds objects
+/// with one call across the boundary per field, which took about 100 ms for a weight file's
+/// metadata in chromium, most of a head file's load (the README's browser bench has the figures).
 fn to_js_value<T: serde::Serialize + ?Sized>(value: &T) -> Result<JsValue, JsError> {
-    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| JsError::new(&e.to_string()))
+    let json = serde_json::to_string(value).map_err(|e| JsError::new(&e.to_string()))?;
+    js_sys::JSON::parse(&json).map_err(|_| JsError::new("a result did not parse as JSON"))
 }

@@ -454,8 +454,7 @@ pub fn decode_head(bytes: &[u8], backbone: &SharedBackbone, device: &Device) -> 
             metadata.model.width_divisor, backbone.metadata.model.width_divisor
         )));
     }
-    let mut net = metadata.model.init_for_loading(device)?;
+    let mut net = metadata.model.init_head_for_loading(&backbone.backbone, device)?;
     load_payload(&mut net.head, payload, &metadata)?;
-    net.backbone = backbone.backbone.clone();
     Ok((net, metadata))
 }

@@ -1,6 +1,6 @@
 // Loupe's inference worker: the page never freezes while VGG16 runs.
 // Messages in:  {type:"init", forceCpu, base} | {id, type:"score", bytes} | {id, type:"crop", bytes, options}
-// Messages out: {type:"progress", loaded, total} | {type:"ready", backend, models} | {type:"fatal", message}
+// Messages out: {type:"progress", loaded, total} | {type:"ready", backend, models, timings} | {type:"fatal", message}
 //               {id, type:"result", result} | {id, type:"error", message, fatal} | {id, type:"cropProgress", done, total}
 //               (`fatal`: the WebAssembly instance trapped and cannot be used again; the client restarts the worker)
 import init, { Loupe } from "./pkg/loupe.js";
@@ -11,13 +11,24 @@ let queue = Promise.resolve();
 const messageOf = (error) => String(error?.message || error);
 
 async function setUp({ forceCpu, base }) {
+  const started = performance.now();
+  const since = (start) => Math.round(performance.now() - start);
+  // The weights (download or cache read, then the sha256 checks) and compiling the wasm do not
+  // depend on each other: both start now. (The catch keeps an early failure from being reported
+  // as unhandled before it is awaited below.)
+  const weights = fetchWeights(base, (loaded, total) => postMessage({ type: "progress", loaded, total })).then((files) => ({ files, ms: since(started) }));
+  weights.catch(() => {});
   await init({ module_or_path: new URL("./pkg/loupe_bg.wasm", import.meta.url) });
   loupe = await Loupe.create(Boolean(forceCpu));
-  const files = await fetchWeights(base, (loaded, total) => postMessage({ type: "progress", loaded, total }));
+  const wasmMs = since(started);
+  const { files, ms: weightsMs } = await weights;
+  const loading = performance.now();
   // The manifest lists a shared backbone (if any) before the heads that need it.
   const loaded = files.map(({ entry, bytes }) => ({ kind: entry.kind, file: entry.file, metadata: loupe.loadWeights(bytes) }));
   const models = loaded.filter((m) => m.kind !== "backbone");
-  postMessage({ type: "ready", backend: loupe.backend, models });
+  // Where start-up time went, in ms from the worker's start (wasm and weights overlap).
+  const timings = { wasmMs, weightsMs, loadMs: since(loading), readyMs: since(started) };
+  postMessage({ type: "ready", backend: loupe.backend, models, timings });
 }
 
 // The photo's bytes are copied into WebAssembly memory: a file over the library's limit is refused

@@ -109,6 +109,14 @@ impl ModelConfig {
         Ok(self.init_with_backbone(Vgg16::with_initializer(self.width_divisor, Initializer::Zeros, device), device))
     }
 
+    /// A model whose head is about to be read from a file, on an already loaded `backbone`
+    /// (shared: its tensors are not copied). Not [`ModelConfig::init_for_loading`]: a fresh
+    /// zero backbone per head file was most of a head's load time in the browser.
+    pub fn init_head_for_loading(&self, backbone: &Vgg16, device: &Device) -> Result<AestheticNet> {
+        self.validate()?;
+        Ok(self.init_with_backbone(backbone.clone(), device))
+    }
+
     fn init_with_backbone(&self, backbone: Vgg16, device: &Device) -> AestheticNet {
         let layers =
             HeadLayers::new(self.head, backbone.out_channels(), backbone.statistics_width(), self.width_divisor, self.output.outputs(), device);
