@@ -3,9 +3,10 @@
 //! the decoded photo per image: tens of GB on AVA). Counted by a global allocator that tracks the
 //! live bytes; one test, since the counter is process-wide.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "../../tests/counting/mod.rs"]
+mod counting;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Parser;
 use image::{Rgb, RgbImage};
@@ -14,48 +15,7 @@ use loupe::preprocess::InputConvention;
 use loupe::weights::{WeightMetadata, encode};
 use loupe_train::args::EvalArgs;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(bytes: usize) {
-    let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK.fetch_max(live, Ordering::Relaxed);
-}
-
-// SAFETY: every call goes to the system allocator unchanged; only the counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let pointer = unsafe { System.alloc(layout) };
-        if !pointer.is_null() {
-            grew(layout.size());
-        }
-        pointer
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let pointer = unsafe { System.alloc_zeroed(layout) };
-        if !pointer.is_null() {
-            grew(layout.size());
-        }
-        pointer
-    }
-
-    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(pointer, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let moved = unsafe { System.realloc(pointer, layout, new_size) };
-        if !moved.is_null() {
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            grew(new_size);
-        }
-        moved
-    }
-}
+use counting::{Counting, peak_mb};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -97,12 +57,7 @@ fn eval_peak_mb(dir: &Path, weights: &Path) -> f64 {
         "4",
     ];
     let eval = Eval::parse_from(argv);
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let report = loupe_train::eval::run(&eval.args).unwrap();
-    let peak = (PEAK.load(Ordering::Relaxed) - before) as f64 / 1e6;
-    drop(report);
-    peak
+    peak_mb(|| loupe_train::eval::run(&eval.args).unwrap()).1
 }
 
 #[test]
