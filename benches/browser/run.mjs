@@ -123,7 +123,7 @@ console.log("| path | what is timed | steady state | first run | weight load | 1
 console.log("|---|---|---|---|---|---|");
 for (const [path, what, steady, first, load, cropMs] of rows) console.log(`| ${path} | ${what} | ${ms(steady)} | ${ms(first)} | ${ms(load)} | ${ms(cropMs)} |`);
 console.log(`\ntime to first score (app worker, CPU, from navigation): cold cache ${ms(cold.ms)}, warm cache ${ms(warm.ms)} (score ${warm.score.toFixed(3)})`);
-// Where the warm start went, from the worker's own clock (the wasm compile and the weight read overlap).
+// Where the warm start went, from the worker's own clock (times from its start, one step after another).
 const t = warm.timings;
 if (t) console.log(`warm start: worker ready ${ms(t.readyMs)} after its start (wasm compiled and instantiated at ${ms(t.wasmMs)}, weights read and verified at ${ms(t.weightsMs)}, loading them ${ms(t.loadMs)}); page start to ready ${ms(warm.ready)}; first score ${ms(warm.ms - warm.ready)}`);
 console.log(`Loupe CPU score ${cpu.score.toFixed(3)}; crop best ${cpu.crop ? JSON.stringify(cpu.crop.best) : "—"}`);
