@@ -102,11 +102,8 @@ fn decode_png(bytes: &[u8]) -> Result<(RgbImage, Orientation)> {
     decoder.set_transformations(png::Transformations::EXPAND);
     // The size is checked from the header alone, before anything the size implies is allocated.
     let header = decoder.read_header_info().map_err(png_error)?;
+    check_dimensions(header.width, header.height)?;
     let (width, height) = (header.width, header.height);
-    if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(LoupeError::ImageTooLarge(format!("{width}x{height} pixels (longest side allowed: {MAX_SIDE})")));
-    }
-    check_dimensions(width, height)?;
     let mut reader = decoder.read_info().map_err(png_error)?;
     let orientation = reader.info().exif_metadata.as_deref().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
     let (colour, depth) = reader.output_color_type();
@@ -207,8 +204,12 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     matches!((last_scan, last_end), (Some(scan), Some(end)) if end > scan)
 }
 
-/// Whether a photo of this size is one Loupe reads: at most [`MAX_PIXELS`], at least [`MIN_SIDE`] a side.
+/// Whether a photo of this size is one Loupe reads: at most [`MAX_SIDE`] a side and
+/// [`MAX_PIXELS`] in all, at least [`MIN_SIDE`] a side.
 pub fn check_dimensions(width: u32, height: u32) -> Result<()> {
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(LoupeError::ImageTooLarge(format!("{width}x{height} pixels (longest side allowed: {MAX_SIDE})")));
+    }
     if u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Err(LoupeError::ImageTooLarge(format!("{width}x{height} pixels (limit {MAX_PIXELS} pixels)")));
     }
@@ -237,7 +238,6 @@ fn over_white(channel: u8, alpha: u8) -> u8 {
 /// buffer rather than it plus a new RGB image.
 fn to_rgb8(image: DynamicImage) -> RgbImage {
     match image {
-        DynamicImage::ImageRgb8(rgb) => rgb,
         DynamicImage::ImageRgba8(rgba) => {
             let (width, height) = rgba.dimensions();
             let mut bytes = rgba.into_raw();

@@ -31,10 +31,21 @@ impl Scorer {
         Self { net, metadata, device, shared_backbone: None }
     }
 
-    /// A head file's model joined to `backbone` (what [`weights::decode_head`] returned for it):
-    /// every scorer joined to the same loaded backbone shares its passes.
-    pub fn joined_to(net: AestheticNet, metadata: WeightMetadata, backbone: &SharedBackbone, device: Device) -> Self {
-        Self { shared_backbone: Some(backbone.load), ..Self::new(net, metadata, device) }
+    /// The model in a whole-model or head file. A head joins `backbone`, the loaded backbone file
+    /// it was trained on; every scorer joined to the same loaded backbone shares its passes.
+    pub fn from_model_file(bytes: &[u8], backbone: Option<&SharedBackbone>, device: &Device) -> Result<Self> {
+        match weights::read_header(bytes)?.0.part {
+            Part::Full => {
+                let (net, metadata) = weights::decode(bytes, device)?;
+                Ok(Self::new(net, metadata, device.clone()))
+            }
+            Part::Head => {
+                let backbone = backbone.ok_or_else(|| LoupeError::Weights("a head file needs its backbone file too, loaded first".into()))?;
+                let (net, metadata) = weights::decode_head(bytes, backbone, device)?;
+                Ok(Self { shared_backbone: Some(backbone.load), ..Self::new(net, metadata, device.clone()) })
+            }
+            Part::Backbone => Err(LoupeError::Weights("a backbone file holds no model: give its head files with it".into())),
+        }
     }
 
     /// Scorers from a set of weight files: whole models, and/or one backbone file with the head
@@ -51,21 +62,9 @@ impl Scorer {
         }
         let mut scorers = Vec::new();
         for bytes in files {
-            let scorer = match weights::read_header(bytes)?.0.part {
-                Part::Backbone => continue,
-                Part::Full => {
-                    let (net, metadata) = weights::decode(bytes, device)?;
-                    Self::new(net, metadata, device.clone())
-                }
-                Part::Head => match &backbone {
-                    Some(backbone) => {
-                        let (net, metadata) = weights::decode_head(bytes, backbone, device)?;
-                        Self::joined_to(net, metadata, backbone, device.clone())
-                    }
-                    None => return Err(LoupeError::Weights("a head file needs its backbone file too".into())),
-                },
-            };
-            scorers.push(scorer);
+            if weights::read_header(bytes)?.0.part != Part::Backbone {
+                scorers.push(Self::from_model_file(bytes, backbone.as_ref(), device)?);
+            }
         }
         if scorers.is_empty() {
             return Err(LoupeError::Weights("no model among the weight files (only a backbone?)".into()));

@@ -128,23 +128,13 @@ impl Loupe {
     #[wasm_bindgen(js_name = loadWeights)]
     pub fn load_weights(&mut self, bytes: &[u8]) -> Result<JsValue, JsError> {
         let (header, _) = weights::read_header(bytes).map_err(js_error)?;
-        let scorer = match header.part {
-            weights::Part::Backbone => {
-                let backbone = weights::decode_backbone(bytes, &self.device).map_err(js_error)?;
-                let metadata = to_js_value(&backbone.metadata)?;
-                self.backbone = Some(backbone);
-                return Ok(metadata);
-            }
-            weights::Part::Full => {
-                let (net, metadata) = weights::decode(bytes, &self.device).map_err(js_error)?;
-                Scorer::new(net, metadata, self.device.clone())
-            }
-            weights::Part::Head => {
-                let backbone = self.backbone.as_ref().ok_or_else(|| JsError::new("load the backbone file before its heads"))?;
-                let (net, metadata) = weights::decode_head(bytes, backbone, &self.device).map_err(js_error)?;
-                Scorer::joined_to(net, metadata, backbone, self.device.clone())
-            }
-        };
+        if header.part == weights::Part::Backbone {
+            let backbone = weights::decode_backbone(bytes, &self.device).map_err(js_error)?;
+            let metadata = to_js_value(&backbone.metadata)?;
+            self.backbone = Some(backbone);
+            return Ok(metadata);
+        }
+        let scorer = Scorer::from_model_file(bytes, self.backbone.as_ref(), &self.device).map_err(js_error)?;
         let metadata = to_js_value(&scorer.metadata)?;
         self.scorers.retain(|s| s.output() != scorer.output());
         self.scorers.push(scorer);
