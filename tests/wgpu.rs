@@ -2,15 +2,19 @@
 
 mod common;
 
+use std::sync::OnceLock;
+
 use common::*;
-use loupe::burn::tensor::Device;
+use loupe::burn::tensor::{Device, Distribution, Tensor};
 use loupe::imagenet::import_imagenet;
 use loupe::model::{HeadKind, ModelConfig, OutputKind};
 use loupe::preprocess::{InputConvention, decode_image, input_batch};
 use loupe::weights::{self, Precision, WeightMetadata};
 
+/// The adapter is set up once per process (a second set-up is refused).
 fn wgpu() -> Device {
-    Device::wgpu_options().init().expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) for this test")
+    static WGPU: OnceLock<Device> = OnceLock::new();
+    WGPU.get_or_init(|| Device::wgpu_options().init().expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) for this test")).clone()
 }
 
 #[test]
@@ -32,5 +36,45 @@ fn wgpu_matches_flex_on_vgg16_with_both_heads() {
         let error = relative_error(&actual, &expected);
         println!("{output:?}: wgpu vs flex relative error {error:.2e}");
         assert!(error < 1e-3, "{output:?}: {error}");
+    }
+}
+
+/// Loupe's own GPU kernels (`conv3x3-gpu`, what a prepared backbone runs on wgpu and WebGPU)
+/// compute what burn's conv2d computes on the same adapter: the score, and the block grids the
+/// fast crop search reads, on an input that is not square.
+#[test]
+fn prepared_backbone_on_wgpu_matches_burns_conv2d() {
+    let flex = flex();
+    let gpu = wgpu();
+    let config = ModelConfig::new(OutputKind::Regression, HeadKind::Statistics);
+    let mut net = config.init(&flex).unwrap();
+    import_imagenet(&mut net, &imagenet_safetensors()).unwrap();
+    let mut metadata = WeightMetadata::new(config, InputConvention::CaffeBgr);
+    metadata.precision = Precision::F32;
+    let (plain, _) = weights::decode(&weights::encode(&net, &metadata).unwrap(), &gpu).unwrap();
+    let mut prepared = plain.clone();
+    prepared.backbone.prepare_for(&gpu);
+    assert!(prepared.backbone.is_prepared_for(&gpu), "wgpu gets Loupe's kernels");
+    assert!(!plain.backbone.is_prepared_for(&gpu));
+    assert!(!prepared.backbone.is_prepared_for(&flex), "weights packed on the GPU do not serve the CPU");
+
+    // Lavapipe takes most of a minute per VGG16 pass at 224x224: one photo.
+    let input = input_batch(&[decode_image(&fixture_bytes("rocket.jpg")).unwrap()], InputConvention::CaffeBgr, &gpu);
+    let expected = to_vec(plain.forward(input.clone()));
+    let actual = to_vec(prepared.forward(input));
+    let error = relative_error(&actual, &expected);
+    println!("scores: prepared vs burn's conv2d on wgpu, relative error {error:.2e}");
+    assert!(error < 1e-3, "scores: {error}");
+
+    // A crop level's whole-photo pass (small, not square): block grids and the map.
+    let level = Tensor::<4>::random([1, 3, 64, 96], Distribution::Normal(0.0, 60.0), &gpu);
+    let (expected_map, expected_grids) = plain.backbone.forward_block_grids(level.clone());
+    let (actual_map, actual_grids) = prepared.backbone.forward_block_grids(level);
+    let error = relative_error(&to_vec(actual_map), &to_vec(expected_map));
+    assert!(error < 1e-3, "map: {error}");
+    for (block, ((mean, square), (expected_mean, expected_square))) in actual_grids.into_iter().zip(expected_grids).enumerate() {
+        let error = relative_error(&to_vec(mean), &to_vec(expected_mean)).max(relative_error(&to_vec(square), &to_vec(expected_square)));
+        println!("block {} grid: relative error {error:.2e}", block + 1);
+        assert!(error < 1e-3, "block {} grid: {error}", block + 1);
     }
 }

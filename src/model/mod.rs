@@ -2,6 +2,8 @@
 //! rating distribution). [`ModelConfig`] says which; it travels in every weight file.
 
 mod cpu;
+#[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+mod gpu;
 pub mod heads;
 pub mod vgg16;
 

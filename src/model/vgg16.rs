@@ -12,6 +12,8 @@ use burn::nn::{Initializer, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 
 use super::cpu::{CpuVgg16, is_plain_cpu};
+#[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+use super::gpu::{GpuVgg16, is_plain_gpu};
 
 /// VGG16's configuration "D": channel counts, `None` = 2x2 max-pool.
 const VGG16_LAYOUT: [Option<usize>; 18] = [
@@ -79,10 +81,43 @@ pub enum VggLayer {
 #[derive(Module, Debug)]
 pub struct Vgg16 {
     pub features: Vec<VggLayer>,
-    /// The same weights prepared for CPU inference ([`Vgg16::prepare_for`]); shared by the
-    /// heads that use this backbone.
+    /// The same weights prepared for inference on one device with Loupe's own kernels
+    /// ([`Vgg16::prepare_for`]); shared by the heads that use this backbone.
     #[module(skip)]
-    cpu: Option<Arc<CpuVgg16>>,
+    prepared: Option<Prepared>,
+}
+
+/// VGG16's convolutions readied for Loupe's kernels on one kind of device.
+#[derive(Clone, Debug)]
+enum Prepared {
+    /// `conv3x3` on plain flex: Winograd-transformed weights.
+    Cpu(Arc<CpuVgg16>),
+    /// `conv3x3-gpu` on burn's CubeCL devices (WebGPU, wgpu): packed weights on the device.
+    #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+    Gpu(Arc<GpuVgg16>),
+}
+
+impl Prepared {
+    fn for_device(features: &[VggLayer], device: &Device) -> Option<Self> {
+        if is_plain_cpu(device) {
+            return CpuVgg16::new(features).map(|cpu| Self::Cpu(Arc::new(cpu)));
+        }
+        #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+        if is_plain_gpu(device) {
+            return GpuVgg16::new(features, device).map(|gpu| Self::Gpu(Arc::new(gpu)));
+        }
+        None
+    }
+
+    /// Whether these prepared weights serve inputs on `device`.
+    fn serves(&self, device: &Device) -> bool {
+        match self {
+            Self::Cpu(_) => is_plain_cpu(device),
+            // Packed on the device the weights lived on when prepared.
+            #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+            Self::Gpu(gpu) => is_plain_gpu(device) && gpu.device() == device,
+        }
+    }
 }
 
 impl Vgg16 {
@@ -113,20 +148,22 @@ impl Vgg16 {
                 None => features.push(VggLayer::Pool(MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init())),
             }
         }
-        Self { features, cpu: None }
+        Self { features, prepared: None }
     }
 
     /// Make inference on `device` fast where Loupe has its own kernels: on plain flex (the CPU,
     /// natively and in the browser) the convolutions then run through `conv3x3` with weights
-    /// transformed now, once. Call it after the weights are loaded, and again if they change
-    /// (training does not call it: its devices carry autodiff, which this path never serves).
+    /// transformed now, once; on burn's CubeCL devices (WebGPU, wgpu) through `conv3x3-gpu` with
+    /// weights packed now, once. Call it after the weights are loaded (on `device`), and again if
+    /// they change (training does not call it: its devices carry autodiff, which these paths
+    /// never serve).
     pub fn prepare_for(&mut self, device: &Device) {
-        self.cpu = if is_plain_cpu(device) { CpuVgg16::new(&self.features).map(Arc::new) } else { None };
+        self.prepared = Prepared::for_device(&self.features, device);
     }
 
     /// Whether [`Vgg16::prepare_for`] has readied this network for `device`.
     pub fn is_prepared_for(&self, device: &Device) -> bool {
-        self.cpu.is_some() && is_plain_cpu(device)
+        self.prepared.as_ref().is_some_and(|prepared| prepared.serves(device))
     }
 
     /// `[N, 3, H, W]` → `[N, C, H/32, W/32]` (block5 max-pool output).
@@ -166,14 +203,21 @@ impl Vgg16 {
 
     /// The CPU path, when prepared and `x` lives where it runs.
     fn cpu_for(&self, x: &Tensor<4>) -> Option<&CpuVgg16> {
-        self.cpu.as_deref().filter(|_| is_plain_cpu(&x.device()))
+        match &self.prepared {
+            Some(Prepared::Cpu(cpu)) if is_plain_cpu(&x.device()) => Some(cpu),
+            _ => None,
+        }
     }
 
     /// Runs the layers, handing each block's last ReLU output (the input of its max-pool) to
-    /// `at_block_end` if given; on the CPU path when prepared for the input's device.
+    /// `at_block_end` if given; on Loupe's own kernels when prepared for the input's device.
     fn run(&self, mut x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
         if let Some(cpu) = self.cpu_for(&x) {
             return cpu.run(x, at_block_end);
+        }
+        #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+        if let Some(Prepared::Gpu(gpu)) = self.prepared.as_ref().filter(|prepared| prepared.serves(&x.device())) {
+            return gpu.run(x, at_block_end);
         }
         for layer in &self.features {
             x = match layer {

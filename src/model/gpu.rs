@@ -1,0 +1,89 @@
+//! VGG16's convolution stack on GPUs through [`conv3x3_gpu`] instead of burn's generic conv2d
+//! (which on WebGPU runs one output per invocation): tiled implicit-GEMM kernels, weights packed
+//! once when a model is loaded for inference, activations channels-last from layer to layer, and
+//! bias + ReLU applied as each output is written. The same kernels run in the browser (WebGPU)
+//! and natively (wgpu: Vulkan, Metal, DX12).
+//!
+//! Used only for inference on burn's CubeCL devices without autodiff; training and gradients
+//! keep burn's ops. The packed weights are a snapshot: a network whose weights change afterwards
+//! must be prepared again ([`super::Vgg16::prepare_for`]).
+
+use burn::nn::PaddingConfig2d;
+use burn::tensor::{Device, Tensor};
+use conv3x3_gpu::{PackedConv3x3, max_pool_2x2};
+
+use super::vgg16::VggLayer;
+
+#[derive(Clone, Debug)]
+enum GpuLayer {
+    /// A convolution, and whether the ReLU that follows it is fused in.
+    Conv(Box<PackedConv3x3>, bool),
+    Pool,
+}
+
+/// A VGG16 ready for GPU inference.
+#[derive(Clone, Debug)]
+pub struct GpuVgg16 {
+    layers: Vec<GpuLayer>,
+    device: Device,
+}
+
+/// Whether `device` is one [`GpuVgg16`] runs on: burn's CubeCL backend, without autodiff.
+pub fn is_plain_gpu(device: &Device) -> bool {
+    conv3x3_gpu::runs_on(device)
+}
+
+impl GpuVgg16 {
+    /// Pack `features`' weights on `device`, where they live; `None` if a layer is not VGG's
+    /// (3x3, stride 1, padding 1).
+    pub fn new(features: &[VggLayer], device: &Device) -> Option<Self> {
+        let mut layers: Vec<GpuLayer> = Vec::with_capacity(18);
+        for layer in features {
+            match layer {
+                VggLayer::Conv(conv) => {
+                    let [_, _, kh, kw] = conv.weight.dims();
+                    let vgg_shaped = [kh, kw] == [3, 3]
+                        && conv.stride == [1, 1]
+                        && conv.dilation == [1, 1]
+                        && conv.groups == 1
+                        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1));
+                    if !vgg_shaped {
+                        return None;
+                    }
+                    let packed = PackedConv3x3::new(conv.weight.val(), conv.bias.as_ref().map(|bias| bias.val()));
+                    layers.push(GpuLayer::Conv(Box::new(packed), false));
+                }
+                VggLayer::Relu(_) => match layers.last_mut() {
+                    Some(GpuLayer::Conv(_, relu)) => *relu = true,
+                    // VGG puts a ReLU after every convolution and nowhere else.
+                    _ => return None,
+                },
+                VggLayer::Pool(_) => layers.push(GpuLayer::Pool),
+            }
+        }
+        Some(Self { layers, device: device.clone() })
+    }
+
+    /// The device the packed weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Like [`super::Vgg16`]'s own run: `[N, 3, H, W]` → the block-5 map (channels first),
+    /// handing each block's last ReLU output (channels first) to `at_block_end` when given.
+    pub fn run(&self, x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
+        let mut x = x.permute([0, 2, 3, 1]);
+        for layer in &self.layers {
+            x = match layer {
+                GpuLayer::Conv(conv, relu) => conv.forward(x, *relu),
+                GpuLayer::Pool => {
+                    if let Some(at_block_end) = at_block_end.as_mut() {
+                        at_block_end(x.clone().permute([0, 3, 1, 2]));
+                    }
+                    max_pool_2x2(x)
+                }
+            };
+        }
+        x.permute([0, 3, 1, 2])
+    }
+}
