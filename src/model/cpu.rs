@@ -7,11 +7,10 @@
 //! gradients keep burn's own ops. The transformed weights are a snapshot: a network whose weights
 //! change afterwards must be prepared again ([`super::Vgg16::prepare_for`]).
 
-use burn::nn::PaddingConfig2d;
 use burn::tensor::{Device, Tensor, TensorData};
 use conv3x3::{Activation, Conv3x3, Nhwc, max_pool_2x2};
 
-use super::vgg16::{STRIDE, VARIANCE_EPSILON, VggLayer};
+use super::vgg16::{STRIDE, VARIANCE_EPSILON, VggLayer, is_vgg_conv};
 
 #[derive(Clone, Debug)]
 enum CpuLayer {
@@ -38,15 +37,10 @@ impl CpuVgg16 {
         for layer in features {
             match layer {
                 VggLayer::Conv(conv) => {
-                    let [out_channels, in_channels, kh, kw] = conv.weight.dims();
-                    let vgg_shaped = [kh, kw] == [3, 3]
-                        && conv.stride == [1, 1]
-                        && conv.dilation == [1, 1]
-                        && conv.groups == 1
-                        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1));
-                    if !vgg_shaped {
+                    if !is_vgg_conv(conv) {
                         return None;
                     }
+                    let [out_channels, in_channels, _, _] = conv.weight.dims();
                     let weight = super::values(conv.weight.val()).ok()?;
                     let bias = match &conv.bias {
                         Some(bias) => Some(super::values(bias.val()).ok()?),

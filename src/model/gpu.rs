@@ -8,11 +8,10 @@
 //! keep burn's ops. The packed weights are a snapshot: a network whose weights change afterwards
 //! must be prepared again ([`super::Vgg16::prepare_for`]).
 
-use burn::nn::PaddingConfig2d;
 use burn::tensor::{Device, Tensor};
 use conv3x3_gpu::{PackedConv3x3, max_pool_2x2};
 
-use super::vgg16::VggLayer;
+use super::vgg16::{VggLayer, is_vgg_conv};
 
 #[derive(Clone, Debug)]
 enum GpuLayer {
@@ -41,13 +40,7 @@ impl GpuVgg16 {
         for layer in features {
             match layer {
                 VggLayer::Conv(conv) => {
-                    let [_, _, kh, kw] = conv.weight.dims();
-                    let vgg_shaped = [kh, kw] == [3, 3]
-                        && conv.stride == [1, 1]
-                        && conv.dilation == [1, 1]
-                        && conv.groups == 1
-                        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1));
-                    if !vgg_shaped {
+                    if !is_vgg_conv(conv) {
                         return None;
                     }
                     let packed = PackedConv3x3::new(conv.weight.val(), conv.bias.as_ref().map(|bias| bias.val()));

@@ -69,6 +69,17 @@ pub fn channel_statistics(x: Tensor<4>) -> Tensor<2> {
     Tensor::cat(vec![mean.reshape([n, c]), std.reshape([n, c])], 1)
 }
 
+/// Whether `conv` is shaped as VGG's are (3x3, stride 1, no dilation, one group, padding 1 on
+/// every side): what Loupe's own CPU and GPU kernels compute.
+pub(super) fn is_vgg_conv(conv: &Conv2d) -> bool {
+    let [_, _, kernel_height, kernel_width] = conv.weight.dims();
+    [kernel_height, kernel_width] == [3, 3]
+        && conv.stride == [1, 1]
+        && conv.dilation == [1, 1]
+        && conv.groups == 1
+        && matches!(conv.padding, PaddingConfig2d::Explicit(1, 1, 1, 1))
+}
+
 /// One entry of `features`. Only tuple variants with one module each, so stores that skip enum
 /// variant names see torchvision's `features.<index>.weight` paths.
 #[derive(Module, Debug)]
