@@ -31,17 +31,18 @@ impl Scorer {
         Self { net, metadata, device, shared_backbone: None }
     }
 
-    /// The model in a whole-model or head file. A head joins `backbone`, the loaded backbone file
-    /// it was trained on; every scorer joined to the same loaded backbone shares its passes.
-    pub fn from_model_file(bytes: &[u8], backbone: Option<&SharedBackbone>, device: &Device) -> Result<Self> {
-        match weights::read_header(bytes)?.0.part {
+    /// The model in a whole-model or head file, from what [`weights::read_header`] returned for
+    /// it. A head joins `backbone`, the loaded backbone file it was trained on; every scorer
+    /// joined to the same loaded backbone shares its passes.
+    pub fn from_model_file(metadata: WeightMetadata, payload: &[u8], backbone: Option<&SharedBackbone>, device: &Device) -> Result<Self> {
+        match metadata.part {
             Part::Full => {
-                let (net, metadata) = weights::decode(bytes, device)?;
+                let (net, metadata) = weights::decode_checked(metadata, payload, device)?;
                 Ok(Self::new(net, metadata, device.clone()))
             }
             Part::Head => {
                 let backbone = backbone.ok_or_else(|| LoupeError::Weights("a head file needs its backbone file too, loaded first".into()))?;
-                let (net, metadata) = weights::decode_head(bytes, backbone, device)?;
+                let (net, metadata) = weights::decode_head_checked(metadata, payload, backbone, device)?;
                 Ok(Self { shared_backbone: Some(backbone.load), ..Self::new(net, metadata, device.clone()) })
             }
             Part::Backbone => Err(LoupeError::Weights("a backbone file holds no model: give its head files with it".into())),
@@ -51,25 +52,18 @@ impl Scorer {
     /// Scorers from a set of weight files: whole models, and/or one backbone file with the head
     /// files trained on it (in any order).
     pub fn from_weight_files(files: &[&[u8]], device: &Device) -> Result<Vec<Self>> {
-        let mut backbone = None;
-        for bytes in files {
-            if weights::read_header(bytes)?.0.part == Part::Backbone {
-                if backbone.is_some() {
-                    return Err(LoupeError::Weights("more than one backbone file given".into()));
-                }
-                backbone = Some(weights::decode_backbone(bytes, device)?);
-            }
+        // Each header (and the checksum over its payload) is read once.
+        let files = files.iter().map(|bytes| weights::read_header(bytes)).collect::<Result<Vec<_>>>()?;
+        let (backbones, models): (Vec<_>, Vec<_>) = files.into_iter().partition(|(metadata, _)| metadata.part == Part::Backbone);
+        if backbones.len() > 1 {
+            return Err(LoupeError::Weights("more than one backbone file given".into()));
         }
-        let mut scorers = Vec::new();
-        for bytes in files {
-            if weights::read_header(bytes)?.0.part != Part::Backbone {
-                scorers.push(Self::from_model_file(bytes, backbone.as_ref(), device)?);
-            }
-        }
-        if scorers.is_empty() {
+        let backbone =
+            backbones.into_iter().next().map(|(metadata, payload)| weights::decode_backbone_checked(metadata, payload, device)).transpose()?;
+        if models.is_empty() {
             return Err(LoupeError::Weights("no model among the weight files (only a backbone?)".into()));
         }
-        Ok(scorers)
+        models.into_iter().map(|(metadata, payload)| Self::from_model_file(metadata, payload, backbone.as_ref(), device)).collect()
     }
 
     pub fn output(&self) -> OutputKind {

@@ -127,14 +127,15 @@ impl Loupe {
     /// returns its metadata. A second model of the same output kind replaces the first.
     #[wasm_bindgen(js_name = loadWeights)]
     pub fn load_weights(&mut self, bytes: &[u8]) -> Result<JsValue, JsError> {
-        let (header, _) = weights::read_header(bytes).map_err(js_error)?;
-        if header.part == weights::Part::Backbone {
-            let backbone = weights::decode_backbone(bytes, &self.device).map_err(js_error)?;
+        // The header (and the checksum over the payload) is read once, then the part it names.
+        let (metadata, payload) = weights::read_header(bytes).map_err(js_error)?;
+        if metadata.part == weights::Part::Backbone {
+            let backbone = weights::decode_backbone_checked(metadata, payload, &self.device).map_err(js_error)?;
             let metadata = to_js_value(&backbone.metadata)?;
             self.backbone = Some(backbone);
             return Ok(metadata);
         }
-        let scorer = Scorer::from_model_file(bytes, self.backbone.as_ref(), &self.device).map_err(js_error)?;
+        let scorer = Scorer::from_model_file(metadata, payload, self.backbone.as_ref(), &self.device).map_err(js_error)?;
         let metadata = to_js_value(&scorer.metadata)?;
         self.scorers.retain(|s| s.output() != scorer.output());
         self.scorers.push(scorer);

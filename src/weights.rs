@@ -397,6 +397,14 @@ fn load_payload<M: ModuleSnapshot>(module: &mut M, payload: &[u8], metadata: &We
 /// Load a whole-model weight file onto `device`.
 pub fn decode(bytes: &[u8], device: &Device) -> Result<(AestheticNet, WeightMetadata)> {
     let (metadata, payload) = read_header(bytes)?;
+    decode_checked(metadata, payload, device)
+}
+
+// The `*_checked` loaders take what `read_header` returned, for callers that read the header first
+// to see which part a file holds: the checksum pass over the payload then runs once, not twice.
+
+/// [`decode`] of a file whose header [`read_header`] has checked.
+pub fn decode_checked(metadata: WeightMetadata, payload: &[u8], device: &Device) -> Result<(AestheticNet, WeightMetadata)> {
     if metadata.part != Part::Full {
         return Err(LoupeError::Weights(format!(
             "this file holds only a {:?}: load it with its {}",
@@ -423,6 +431,11 @@ pub struct SharedBackbone {
 /// once, so every head joined to it shares the prepared weights.
 pub fn decode_backbone(bytes: &[u8], device: &Device) -> Result<SharedBackbone> {
     let (metadata, payload) = read_header(bytes)?;
+    decode_backbone_checked(metadata, payload, device)
+}
+
+/// [`decode_backbone`] of a file whose header [`read_header`] has checked.
+pub fn decode_backbone_checked(metadata: WeightMetadata, payload: &[u8], device: &Device) -> Result<SharedBackbone> {
     if metadata.part != Part::Backbone {
         return Err(LoupeError::Weights(format!("expected a backbone file, found a {:?} file", metadata.part)));
     }
@@ -437,6 +450,16 @@ pub fn decode_backbone(bytes: &[u8], device: &Device) -> Result<SharedBackbone> 
 /// Load a head file and join it with the backbone it was trained on.
 pub fn decode_head(bytes: &[u8], backbone: &SharedBackbone, device: &Device) -> Result<(AestheticNet, WeightMetadata)> {
     let (metadata, payload) = read_header(bytes)?;
+    decode_head_checked(metadata, payload, backbone, device)
+}
+
+/// [`decode_head`] of a file whose header [`read_header`] has checked.
+pub fn decode_head_checked(
+    metadata: WeightMetadata,
+    payload: &[u8],
+    backbone: &SharedBackbone,
+    device: &Device,
+) -> Result<(AestheticNet, WeightMetadata)> {
     if metadata.part != Part::Head {
         return Err(LoupeError::Weights(format!("expected a head file, found a {:?} file", metadata.part)));
     }

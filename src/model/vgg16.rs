@@ -124,9 +124,9 @@ impl Prepared {
     fn serves(&self, device: &Device) -> bool {
         match self {
             Self::Cpu(_) => is_plain_cpu(device),
-            // Packed on the device the weights lived on when prepared.
+            // Packed on the device the weights lived on when prepared (a plain GPU device).
             #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
-            Self::Gpu(gpu) => is_plain_gpu(device) && gpu.device() == device,
+            Self::Gpu(gpu) => gpu.device() == device,
         }
     }
 }
@@ -212,10 +212,15 @@ impl Vgg16 {
         (map, grids)
     }
 
+    /// The prepared weights, when they serve the device `x` lives on.
+    fn prepared_for(&self, x: &Tensor<4>) -> Option<&Prepared> {
+        self.prepared.as_ref().filter(|prepared| prepared.serves(&x.device()))
+    }
+
     /// The CPU path, when prepared and `x` lives where it runs.
     fn cpu_for(&self, x: &Tensor<4>) -> Option<&CpuVgg16> {
-        match &self.prepared {
-            Some(Prepared::Cpu(cpu)) if is_plain_cpu(&x.device()) => Some(cpu),
+        match self.prepared_for(x) {
+            Some(Prepared::Cpu(cpu)) => Some(cpu),
             _ => None,
         }
     }
@@ -223,12 +228,11 @@ impl Vgg16 {
     /// Runs the layers, handing each block's last ReLU output (the input of its max-pool) to
     /// `at_block_end` if given; on Loupe's own kernels when prepared for the input's device.
     fn run(&self, mut x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
-        if let Some(cpu) = self.cpu_for(&x) {
-            return cpu.run(x, at_block_end);
-        }
-        #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
-        if let Some(Prepared::Gpu(gpu)) = self.prepared.as_ref().filter(|prepared| prepared.serves(&x.device())) {
-            return gpu.run(x, at_block_end);
+        match self.prepared_for(&x) {
+            Some(Prepared::Cpu(cpu)) => return cpu.run(x, at_block_end),
+            #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+            Some(Prepared::Gpu(gpu)) => return gpu.run(x, at_block_end),
+            None => {}
         }
         for layer in &self.features {
             x = match layer {
