@@ -219,7 +219,7 @@ fn fast_search_agrees_with_brute_force_on_real_photos_with_the_default_weights()
     use loupe::crop::{FastCropOptions, fast_crop_search};
     let scorer = default_scorer();
     assert!(scorer.metadata.head_trained);
-    // 16 re-scored exactly of 48 candidates (6 best estimates, then local rounds): agreement needs
+    // 16 re-scored exactly of 48 candidates (each level's 2 best estimates, then local rounds): agreement needs
     // the estimates to lead the search to the true best while it scores only a third of them;
     // with a ranking by chance the re-scored third would hold it in about a third of runs.
     let options = FastCropOptions { rerank: 16, ..FastCropOptions::default() };

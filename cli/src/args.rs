@@ -91,8 +91,8 @@ pub struct CropArgs {
     /// shared-feature search with exact re-ranking.
     #[arg(long)]
     pub exact: bool,
-    /// Candidates the fast search re-scores exactly (the best estimates, then neighbours of the
-    /// best exact crop).
+    /// Candidates the fast search re-scores exactly (each scale level's best estimates, then
+    /// neighbours of the best exact crop).
     #[arg(long, default_value_t = loupe::crop::DEFAULT_RERANK)]
     pub rerank: usize,
     /// Write the best crop here (JPEG or PNG by extension).
