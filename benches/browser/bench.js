@@ -17,7 +17,7 @@ async function timed(run) {
 }
 
 /** Loupe's wasm API on one backend: weight loading, `scores` scores, and optionally one crop. */
-window.loupeBench = async ({ forceCpu, scores, cropCandidates }) => {
+window.loupeBench = async ({ forceCpu, scores, cropCandidates, rerank }) => {
   await init({ module_or_path: "/pkg/loupe_bg.wasm" });
   const loupe = await Loupe.create(forceCpu);
   const load = await timed(async () => {
@@ -29,7 +29,7 @@ window.loupeBench = async ({ forceCpu, scores, cropCandidates }) => {
   for (let i = 0; i < scores; i++) times.push((await timed(() => loupe.score(bytes))).ms);
   let crop = null;
   if (cropCandidates > 0) {
-    const run = await timed(() => loupe.crop(bytes, { aspect: "1:1", candidates: cropCandidates, seed: 1 }));
+    const run = await timed(() => loupe.crop(bytes, { aspect: "1:1", candidates: cropCandidates, seed: 1, rerank }));
     crop = { ms: run.ms, best: run.result.topCrop };
   }
   return { backend: loupe.backend, loadMs: load.ms, firstScoreMs: first.ms, scoreMs: times, score: first.result.score, crop };

@@ -5,7 +5,7 @@
 //     1 and 2 threads (the page is cross-origin isolated, so threads work), WebGPU EP with --webgpu;
 //   - time to first score through the app's own worker, cold (empty cache) and warm (cached).
 // A benchmark, not a test: it prints a table. From the repository root, after ./scripts/build-web.sh:
-//   (cd benches/browser && npm ci) && node benches/browser/run.mjs [--webgpu] [--scores 5] [--crop 1000]
+//   (cd benches/browser && npm ci) && node benches/browser/run.mjs [--webgpu] [--scores 5] [--crop 1000] [--rerank N]
 // Needs /usr/bin/chromium, python3 with onnx + safetensors + numpy, ../shared/data (LOUPE_SHARED_DATA).
 import { createServer } from "node:http";
 import { execFileSync } from "node:child_process";
@@ -24,6 +24,8 @@ const { values: options } = parseArgs({
     scores: { type: "string", default: "5" },
     runs: { type: "string", default: "5" },
     crop: { type: "string", default: "1000" },
+    // The crop's exact re-scores (default: the library's).
+    rerank: { type: "string" },
     weights: { type: "string", default: join(root, "weights") },
   },
 });
@@ -92,7 +94,8 @@ const runs = Number(options.runs);
 const crop = Number(options.crop);
 
 console.error("Loupe, CPU fallback");
-const cpu = await inFreshPage((a) => window.loupeBench(a), { forceCpu: true, scores, cropCandidates: crop });
+const rerank = options.rerank === undefined ? undefined : Number(options.rerank);
+const cpu = await inFreshPage((a) => window.loupeBench(a), { forceCpu: true, scores, cropCandidates: crop, rerank });
 rows.push(["Loupe CPU (wasm, 1 thread)", "score: decode + VGG16 + both heads", median(cpu.scoreMs), cpu.firstScoreMs, cpu.loadMs, cpu.crop?.ms]);
 for (const threads of [1, 2]) {
   console.error(`onnxruntime-web wasm, ${threads} thread(s)`);
@@ -119,7 +122,7 @@ server.close();
 
 const ms = (v) => (v == null ? "—" : `${(v / 1000).toFixed(2)} s`);
 console.log(`\nchromium ${version}, ${cores} cores, weights ${options.weights}; photo tests/fixtures/rocket.jpg`);
-console.log("| path | what is timed | steady state | first run | weight load | 1:1 crop, " + crop + " candidates |");
+console.log("| path | what is timed | steady state | first run | weight load | 1:1 crop, " + crop + " candidates" + (rerank === undefined ? "" : `, ${rerank} re-scores`) + " |");
 console.log("|---|---|---|---|---|---|");
 for (const [path, what, steady, first, load, cropMs] of rows) console.log(`| ${path} | ${what} | ${ms(steady)} | ${ms(first)} | ${ms(load)} | ${ms(cropMs)} |`);
 console.log(`\ntime to first score (app worker, CPU, from navigation): cold cache ${ms(cold.ms)}, warm cache ${ms(warm.ms)} (score ${warm.score.toFixed(3)})`);
