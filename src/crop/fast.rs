@@ -6,8 +6,9 @@
 //! scored from the shared feature map: its region is RoI-aligned (bilinear, 2x2 samples per cell)
 //! to the head's 7x7 input. Then K candidates are re-scored exactly (the reference path) — the
 //! best estimates of each level first, which also measure each level's offset, then the
-//! neighbours of the best exact crop so far — and ranked by their exact scores. Heads that also read block statistics get each candidate's region statistics
-//! from per-block grids of the same passes ([`BlockGrid`]).
+//! neighbours of the best exact crop so far — and ranked by their exact scores. Heads that also
+//! read block statistics get each candidate's region statistics from per-block grids of the same
+//! passes ([`BlockGrid`]).
 
 use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
@@ -376,19 +377,22 @@ struct RerankPlan {
     levels: usize,
     /// At most this many per level, [`CALIBRATION_PER_LEVEL`] unless `total` is smaller.
     calibration_per_level: usize,
-    calibration: usize,
 }
 
 impl RerankPlan {
     fn new(total: usize, levels: usize) -> Self {
         let levels = levels.max(1);
-        let calibration_per_level = CALIBRATION_PER_LEVEL.min(total / levels).max(1);
-        Self { total, levels, calibration_per_level, calibration: (calibration_per_level * levels).min(total) }
+        Self { total, levels, calibration_per_level: CALIBRATION_PER_LEVEL.min(total / levels).max(1) }
+    }
+
+    /// Re-scores spent on the calibration (never more than the total).
+    fn calibration(&self) -> usize {
+        (self.calibration_per_level * self.levels).min(self.total)
     }
 
     /// At most: a level with fewer candidates than its share calibrates with fewer.
     fn batches(&self) -> usize {
-        self.calibration.div_ceil(DEFAULT_BATCH) + (self.total - self.calibration).div_ceil(LOCAL_ROUND)
+        self.calibration().div_ceil(DEFAULT_BATCH) + (self.total - self.calibration()).div_ceil(LOCAL_ROUND)
     }
 }
 
@@ -432,7 +436,7 @@ async fn rerank_exactly(
     let levels = plan.levels;
     let mut batches = 0;
     // Calibration: each level's best estimates, in one or more batches.
-    let mut calibration: Vec<usize> = Vec::with_capacity(plan.calibration);
+    let mut calibration: Vec<usize> = Vec::with_capacity(plan.calibration());
     for level in 0..levels {
         let mut in_level: Vec<usize> = (0..estimates.len()).filter(|&i| estimates[i].level == level).collect();
         in_level.sort_by(|&a, &b| estimates[b].crop.score.total_cmp(&estimates[a].crop.score));
@@ -457,8 +461,8 @@ async fn rerank_exactly(
 
     let mut open = vec![true; order.len()];
     while exact.len() < plan.total {
-        // The calibration scored at least one crop (every level has a candidate), so there is a
-        // best exact crop to search around.
+        // The calibration scored at least one crop (some level has candidates: the search
+        // returns earlier on none), so there is a best exact crop to search around.
         let Some(centre) = exact.iter().max_by(|a, b| a.score.total_cmp(&b.score)).map(|c| c.rect) else { break };
         let size = LOCAL_ROUND.min(plan.total - exact.len());
         let near = |k: usize| is_neighbour(&centre, &estimates[order[k]].crop.rect);
@@ -531,13 +535,13 @@ mod tests {
     #[test]
     fn the_rerank_plan_calibrates_each_level_then_searches_locally() {
         let plan = RerankPlan::new(DEFAULT_RERANK, 3);
-        assert_eq!((plan.total, plan.calibration), (16, 6));
+        assert_eq!((plan.total, plan.calibration()), (16, 6));
         // The calibration in one batch of 8, the other 10 in local rounds of 4 (3).
         assert_eq!(plan.batches(), 4);
         assert_eq!(RerankPlan::new(32, 3).batches(), 8);
         // Fewer re-scores than levels x 2: one per level, never more than the total.
-        assert_eq!((RerankPlan::new(4, 3).calibration_per_level, RerankPlan::new(4, 3).calibration), (1, 3));
-        assert_eq!(RerankPlan::new(2, 3).calibration, 2);
+        assert_eq!((RerankPlan::new(4, 3).calibration_per_level, RerankPlan::new(4, 3).calibration()), (1, 3));
+        assert_eq!(RerankPlan::new(2, 3).calibration(), 2);
     }
 
     #[test]
