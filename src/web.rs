@@ -123,6 +123,14 @@ impl Loupe {
         self.backend.clone()
     }
 
+    /// What the loaded backbone keeps its activations in: "f16" on WebGPU adapters with
+    /// `shader-f16`, else "f32" (sums and scores are f32 either way).
+    #[wasm_bindgen(getter)]
+    pub fn precision(&self) -> String {
+        let in_f16 = self.scorers.iter().any(|scorer| scorer.net.backbone.computes_in_f16());
+        if in_f16 { "f16" } else { "f32" }.into()
+    }
+
     /// Load a weight file — a whole model, a shared backbone, or a head (after its backbone);
     /// returns its metadata. A second model of the same output kind replaces the first.
     #[wasm_bindgen(js_name = loadWeights)]

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use common::*;
 use loupe::burn::tensor::{Device, Distribution, Tensor};
 use loupe::imagenet::import_imagenet;
-use loupe::model::{HeadKind, ModelConfig, OutputKind};
+use loupe::model::{GpuPrecision, HeadKind, ModelConfig, OutputKind};
 use loupe::preprocess::{InputConvention, decode_image, input_batch};
 use loupe::weights::{self, Precision, WeightMetadata};
 
@@ -41,7 +41,8 @@ fn wgpu_matches_flex_on_vgg16_with_both_heads() {
 
 /// Loupe's own GPU kernels (`conv3x3-gpu`, what a prepared backbone runs on wgpu and WebGPU)
 /// compute what burn's conv2d computes on the same adapter: the score, and the block grids the
-/// fast crop search reads, on an input that is not square.
+/// fast crop search reads, on an input that is not square; in f32, and at the default precision
+/// (f16 where the adapter has it, as lavapipe does).
 #[test]
 fn prepared_backbone_on_wgpu_matches_burns_conv2d() {
     let flex = flex();
@@ -53,7 +54,7 @@ fn prepared_backbone_on_wgpu_matches_burns_conv2d() {
     metadata.precision = Precision::F32;
     let (plain, _) = weights::decode(&weights::encode(&net, &metadata).unwrap(), &gpu).unwrap();
     let mut prepared = plain.clone();
-    prepared.backbone.prepare_for(&gpu);
+    prepared.backbone.prepare_at(&gpu, GpuPrecision::F32);
     assert!(prepared.backbone.is_prepared_for(&gpu), "wgpu gets Loupe's kernels");
     assert!(!plain.backbone.is_prepared_for(&gpu));
     assert!(!prepared.backbone.is_prepared_for(&flex), "weights packed on the GPU do not serve the CPU");
@@ -61,10 +62,17 @@ fn prepared_backbone_on_wgpu_matches_burns_conv2d() {
     // Lavapipe takes most of a minute per VGG16 pass at 224x224: one photo.
     let input = input_batch(&[decode_image(&fixture_bytes("rocket.jpg")).unwrap()], InputConvention::CaffeBgr, &gpu);
     let expected = to_vec(plain.forward(input.clone()));
-    let actual = to_vec(prepared.forward(input));
+    let actual = to_vec(prepared.forward(input.clone()));
     let error = relative_error(&actual, &expected);
-    println!("scores: prepared vs burn's conv2d on wgpu, relative error {error:.2e}");
+    println!("scores: prepared (f32) vs burn's conv2d on wgpu, relative error {error:.2e}");
     assert!(error < 1e-3, "scores: {error}");
+    assert!(!prepared.backbone.computes_in_f16());
+    let mut fastest = plain.clone();
+    fastest.backbone.prepare_for(&gpu);
+    println!("fastest precision on this adapter: f16 {}", fastest.backbone.computes_in_f16());
+    let error = relative_error(&to_vec(fastest.forward(input)), &expected);
+    println!("scores: prepared (fastest: f16 where the adapter has it) vs burn's conv2d on wgpu, relative error {error:.2e}");
+    assert!(error < 1e-3, "scores at the fastest precision: {error}");
 
     // A crop level's whole-photo pass (small, not square): block grids and the map.
     let level = Tensor::<4>::random([1, 3, 64, 96], Distribution::Normal(0.0, 60.0), &gpu);

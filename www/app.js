@@ -17,9 +17,11 @@ const client = new LoupeClient({
 let current = null; // {bytes, bitmap, crops, shown}
 
 client.ready.then(
-  ({ backend, models }) => {
+  ({ backend, precision, models }) => {
     document.body.dataset.backend = backend;
-    $("status").textContent = `Ready: running on ${backend === "webgpu" ? "your GPU (WebGPU)" : "your CPU"} — ${models.map((m) => m.kind).join(" + ")} model.`;
+    document.body.dataset.precision = precision;
+    const gpu = precision === "f16" ? "your GPU (WebGPU, f16)" : "your GPU (WebGPU)";
+    $("status").textContent = `Ready: running on ${backend === "webgpu" ? gpu : "your CPU"} — ${models.map((m) => m.kind).join(" + ")} model.`;
     $("untrained").hidden = models.every((m) => m.metadata.head_trained);
     document.body.dataset.ready = "true";
   },

@@ -1,6 +1,6 @@
 // Loupe's inference worker: the page never freezes while VGG16 runs.
 // Messages in:  {type:"init", forceCpu, base} | {id, type:"score", bytes} | {id, type:"crop", bytes, options}
-// Messages out: {type:"progress", loaded, total} | {type:"ready", backend, models, timings} | {type:"fatal", message}
+// Messages out: {type:"progress", loaded, total} | {type:"ready", backend, precision, models, timings} | {type:"fatal", message}
 //               {id, type:"result", result} | {id, type:"error", message, fatal} | {id, type:"cropProgress", done, total}
 //               (`fatal`: the WebAssembly instance trapped and cannot be used again; the client restarts the worker)
 import init, { Loupe } from "./pkg/loupe.js";
@@ -26,7 +26,7 @@ async function setUp({ forceCpu, base }) {
   const models = loaded.filter((m) => m.kind !== "backbone");
   // Where start-up time went, in ms from the worker's start.
   const timings = { wasmMs, weightsMs, loadMs: since(loading), readyMs: since(started) };
-  postMessage({ type: "ready", backend: loupe.backend, models, timings });
+  postMessage({ type: "ready", backend: loupe.backend, precision: loupe.precision, models, timings });
 }
 
 // The photo's bytes are copied into WebAssembly memory: a file over the library's limit is refused

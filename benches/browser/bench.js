@@ -32,7 +32,7 @@ window.loupeBench = async ({ forceCpu, scores, cropCandidates, rerank }) => {
     const run = await timed(() => loupe.crop(bytes, { aspect: "1:1", candidates: cropCandidates, seed: 1, rerank }));
     crop = { ms: run.ms, best: run.result.topCrop };
   }
-  return { backend: loupe.backend, loadMs: load.ms, firstScoreMs: first.ms, scoreMs: times, score: first.result.score, crop };
+  return { backend: loupe.backend, precision: loupe.precision, loadMs: load.ms, firstScoreMs: first.ms, scoreMs: times, score: first.result.score, crop };
 };
 
 /** onnxruntime-web on the same 13-conv VGG16 graph: one 224x224 forward, `runs` times. */

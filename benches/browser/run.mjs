@@ -107,7 +107,7 @@ if (options.webgpu) {
   console.error("Loupe, WebGPU (slow on a software adapter)");
   // No crop on a software GPU: 1000 candidates would take tens of minutes there.
   const gpu = await inFreshPage((a) => window.loupeBench(a), { forceCpu: false, scores: Math.min(scores, 1), cropCandidates: 0 });
-  rows.push([`Loupe ${gpu.backend}`, "score: decode + VGG16 + both heads", median(gpu.scoreMs), gpu.firstScoreMs, gpu.loadMs, gpu.crop?.ms]);
+  rows.push([`Loupe ${gpu.backend} (${gpu.precision})`, "score: decode + VGG16 + both heads", median(gpu.scoreMs), gpu.firstScoreMs, gpu.loadMs, gpu.crop?.ms]);
   console.error("onnxruntime-web WebGPU EP");
   const ort = await inFreshPage((a) => window.ortBench(a), { ep: "webgpu", threads: 1, runs: Math.min(runs, 1) });
   rows.push(["onnxruntime-web WebGPU EP", "forward: 13-conv graph", median(ort.forwardMs), ort.firstMs, null, null]);

@@ -5,6 +5,8 @@
 //! tiling); here a workgroup computes a tile of outputs as an implicit GEMM through shared memory
 //! (see [`kernel`]). Activations stay channels-last (`[N, H, W, C]`) from layer to layer, weights
 //! are packed once ([`PackedConv3x3::new`]), and bias + ReLU are applied as outputs are written.
+//! Where the adapter computes in f16 ([`supports_f16`]), activations and weights can be stored in
+//! half precision ([`Storage::F16`]: half the memory traffic; the sums stay f32).
 //! Inference only: no autodiff, so training keeps burn's ops.
 
 pub mod kernel;
@@ -12,11 +14,12 @@ pub mod kernel;
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, TensorMetadata, backend_extension};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Tensor};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
+use cubecl::ir::{ElemType, FloatKind};
 use cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 
 use kernel::{TILE_CHANNELS, TILE_PIXELS, UNITS_PER_SIDE};
@@ -46,6 +49,7 @@ impl VggConvOps for CubeBackend {
         assert_eq!(bias.shape().num_elements(), out_channels, "one bias per output channel");
 
         let dtype = input.dtype;
+        assert!(weight.dtype == dtype && bias.dtype == dtype, "input, weights and bias in one float type");
         let output = empty_device_dtype(input.client.clone(), input.device.clone(), [batch, height, width, out_channels].into(), dtype);
         let pixel_tiles = (batch * height * width).div_ceil(TILE_PIXELS);
         let channel_tiles = out_channels.div_ceil(TILE_CHANNELS);
@@ -96,6 +100,38 @@ pub fn runs_on(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Cube(_))
 }
 
+/// Whether `device` computes in f16 (WebGPU's `shader-f16`; on Vulkan, 16-bit floats in shaders
+/// and storage buffers), so that [`Storage::F16`] can run there.
+pub fn supports_f16(device: &Device) -> bool {
+    match device.as_dispatch() {
+        DispatchDevice::Cube(cube) => cube.client().properties().supports_type(ElemType::Float(FloatKind::F16)),
+        _ => false,
+    }
+}
+
+/// What the kernels keep activations and weights in; their sums are f32 either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    F32,
+    /// Half the memory traffic and shared-memory tiles; each stored value is rounded to 11
+    /// significant bits (a relative error up to 2^-11 ≈ 4.9e-4).
+    F16,
+}
+
+impl Storage {
+    /// [`Storage::F16`] where `device` supports it, else [`Storage::F32`].
+    pub fn fastest_on(device: &Device) -> Self {
+        if supports_f16(device) { Self::F16 } else { Self::F32 }
+    }
+
+    fn dtype(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::F16 => FloatDType::F16,
+        }
+    }
+}
+
 /// A 3x3 convolution's weights, packed for [`kernel::conv3x3_nhwc`] once.
 #[derive(Clone, Debug)]
 pub struct PackedConv3x3 {
@@ -105,24 +141,32 @@ pub struct PackedConv3x3 {
 }
 
 impl PackedConv3x3 {
-    /// From burn's (and PyTorch's) layout, `weight` `[C_out, C_in, 3, 3]`, on the weight's device.
-    pub fn new(weight: Tensor<4>, bias: Option<Tensor<1>>) -> Self {
+    /// From burn's (and PyTorch's) layout, `weight` `[C_out, C_in, 3, 3]`, on the weight's device,
+    /// kept as `storage` (which the device must support: [`supports_f16`]).
+    pub fn new(weight: Tensor<4>, bias: Option<Tensor<1>>, storage: Storage) -> Self {
         let [out_channels, in_channels, kernel_height, kernel_width] = weight.dims();
         assert_eq!([kernel_height, kernel_width], [3, 3], "a 3x3 convolution");
         let bias = bias.unwrap_or_else(|| Tensor::zeros([out_channels], &weight.device()));
         let weight = weight.permute([2, 3, 1, 0]).reshape([9 * in_channels, out_channels]);
-        Self { weight, bias }
+        Self { weight: weight.cast(storage.dtype()), bias: bias.cast(storage.dtype()) }
+    }
+
+    /// The float type the weights are kept in, and [`PackedConv3x3::forward`] computes in.
+    pub fn dtype(&self) -> DType {
+        self.weight.dtype()
     }
 
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[1]
     }
 
-    /// `x` `[N, H, W, C_in]` → `[N, H, W, C_out]`, through ReLU when `relu`.
+    /// `x` `[N, H, W, C_in]` → `[N, H, W, C_out]`, through ReLU when `relu`; computed in (and
+    /// returned as) the weights' [`PackedConv3x3::dtype`], `x` converted first if it differs.
     ///
     /// # Panics
     /// If `x` is not on a device [`runs_on`] accepts, or its channels are not the weights'.
     pub fn forward(&self, x: Tensor<4>, relu: bool) -> Tensor<4> {
+        let x = x.cast(self.dtype());
         Tensor::from_dispatch(Dispatch::conv3x3_nhwc(x.into_dispatch(), self.weight.clone().into_dispatch(), self.bias.clone().into_dispatch(), relu))
     }
 }

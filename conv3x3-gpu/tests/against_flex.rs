@@ -1,15 +1,15 @@
 //! The kernels on a wgpu adapter (Mesa lavapipe in CI) against burn's own conv2d and max-pool on
 //! flex, for shapes that exercise every edge of the tiling: partial pixel and channel tiles,
 //! VGG's 3-channel first layer, depths that are not a multiple of the tile's, and a grid large
-//! enough to spill pixel tiles onto its z axis.
+//! enough to spill pixel tiles onto its z axis; in f32, and in f16 where the adapter has it.
 
 use std::sync::OnceLock;
 
 use burn::nn::pool::MaxPool2dConfig;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor, TensorData};
-use conv3x3_gpu::{PackedConv3x3, max_pool_2x2, runs_on};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
+use conv3x3_gpu::{PackedConv3x3, Storage, max_pool_2x2, runs_on, supports_f16};
 
 /// The adapter is set up once per process (a second set-up is refused).
 fn gpu() -> Device {
@@ -34,7 +34,7 @@ fn tensor<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tens
 }
 
 fn to_vec<const D: usize>(x: Tensor<D>) -> Vec<f32> {
-    x.into_data().try_into_vec::<f32>().unwrap()
+    x.cast(FloatDType::F32).into_data().try_into_vec::<f32>().unwrap()
 }
 
 /// Largest absolute difference, relative to the largest reference magnitude.
@@ -52,6 +52,29 @@ fn reference_conv(x: &Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>, r
 }
 
 fn check_conv(batch: usize, height: usize, width: usize, in_channels: usize, out_channels: usize, with_bias: bool, relu: bool) {
+    check_conv_stored(Storage::F32, batch, height, width, in_channels, out_channels, with_bias, relu);
+}
+
+/// `storage`'s tolerance: f32 sums in another order; f16 rounds inputs, weights and outputs to
+/// 11 significant bits (2^-11 ≈ 4.9e-4 each) before and after f32 sums.
+fn tolerance(storage: Storage) -> f32 {
+    match storage {
+        Storage::F32 => 1e-5,
+        Storage::F16 => 1e-3,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_conv_stored(
+    storage: Storage,
+    batch: usize,
+    height: usize,
+    width: usize,
+    in_channels: usize,
+    out_channels: usize,
+    with_bias: bool,
+    relu: bool,
+) {
     let flex = Device::flex();
     let gpu = gpu();
     let seed = (batch * 1000 + height * 100 + width * 10 + in_channels + out_channels) as u64;
@@ -60,12 +83,14 @@ fn check_conv(batch: usize, height: usize, width: usize, in_channels: usize, out
     let bias = with_bias.then(|| tensor([out_channels], seed + 2, &flex));
     let expected = reference_conv(&x, &weight, bias.as_ref(), relu);
 
-    let packed = PackedConv3x3::new(weight.to_device(&gpu), bias.map(|b| b.to_device(&gpu)));
-    let actual = to_vec(packed.forward(x.to_device(&gpu).permute([0, 2, 3, 1]), relu));
+    let packed = PackedConv3x3::new(weight.to_device(&gpu), bias.map(|b| b.to_device(&gpu)), storage);
+    let output = packed.forward(x.to_device(&gpu).permute([0, 2, 3, 1]), relu);
+    assert_eq!(output.dtype(), packed.dtype(), "computed in the packed float type");
+    let actual = to_vec(output);
     let error = relative_error(&actual, &expected);
-    let case = format!("{batch}x{height}x{width}, {in_channels} -> {out_channels}, bias {with_bias}, relu {relu}");
+    let case = format!("{storage:?}, {batch}x{height}x{width}, {in_channels} -> {out_channels}, bias {with_bias}, relu {relu}");
     println!("{case}: relative error {error:.2e}");
-    assert!(error < 1e-5, "{case}: {error}");
+    assert!(error < tolerance(storage), "{case}: {error}");
 }
 
 #[test]
@@ -102,6 +127,26 @@ fn large_image_spills_pixel_tiles_onto_the_z_axis() {
     check_conv(1, 1500, 1500, 3, 4, true, true);
 }
 
+/// f16 storage on the shapes above and on VGG16's deepest layer (depth 4,608, the longest sum).
+#[test]
+fn f16_storage_matches_flex_where_the_adapter_has_it() {
+    if !supports_f16(&gpu()) {
+        println!("skipped: this adapter has no f16 (shader-f16)");
+        return;
+    }
+    assert_eq!(Storage::fastest_on(&gpu()), Storage::F16);
+    check_conv_stored(Storage::F16, 2, 13, 9, 3, 64, true, true);
+    check_conv_stored(Storage::F16, 1, 20, 18, 64, 128, true, true);
+    check_conv_stored(Storage::F16, 3, 5, 7, 5, 6, false, false);
+    check_conv_stored(Storage::F16, 1, 14, 14, 512, 512, true, true);
+}
+
+#[test]
+fn flex_has_no_f16_kernels() {
+    assert!(!supports_f16(&Device::flex()));
+    assert_eq!(Storage::fastest_on(&Device::flex()), Storage::F32);
+}
+
 #[test]
 fn max_pool_matches_burns_including_odd_sides() {
     let flex = Device::flex();
@@ -110,7 +155,15 @@ fn max_pool_matches_burns_including_odd_sides() {
         let x = tensor([batch, channels, height, width], (channels * height) as u64, &flex);
         let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
         let expected = to_vec(pool.forward(x.clone()).permute([0, 2, 3, 1]));
-        let actual = to_vec(max_pool_2x2(x.to_device(&gpu).permute([0, 2, 3, 1])));
+        let actual = to_vec(max_pool_2x2(x.clone().to_device(&gpu).permute([0, 2, 3, 1])));
         assert_eq!(actual, expected, "{batch}x{channels}x{height}x{width}");
+        if supports_f16(&gpu) {
+            // The largest of four f16 values is one of them: exact, once the input is f16.
+            let half = x.to_device(&gpu).cast(FloatDType::F16);
+            let expected = to_vec(pool.forward(half.clone().cast(FloatDType::F32).to_device(&flex)).permute([0, 2, 3, 1]));
+            let pooled = max_pool_2x2(half.permute([0, 2, 3, 1]));
+            assert_eq!(pooled.dtype(), DType::F16);
+            assert_eq!(to_vec(pooled), expected, "f16 {batch}x{channels}x{height}x{width}");
+        }
     }
 }

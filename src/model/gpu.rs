@@ -1,17 +1,18 @@
 //! VGG16's convolution stack on GPUs through [`conv3x3_gpu`] instead of burn's generic conv2d
 //! (which on WebGPU runs one output per invocation): tiled implicit-GEMM kernels, weights packed
 //! once when a model is loaded for inference, activations channels-last from layer to layer, and
-//! bias + ReLU applied as each output is written. The same kernels run in the browser (WebGPU)
-//! and natively (wgpu: Vulkan, Metal, DX12).
+//! bias + ReLU applied as each output is written, in f16 where the adapter has it
+//! ([`GpuPrecision`]). The same kernels run in the browser (WebGPU) and natively (wgpu: Vulkan,
+//! Metal, DX12).
 //!
 //! Used only for inference on burn's CubeCL devices without autodiff; training and gradients
 //! keep burn's ops. The packed weights are a snapshot: a network whose weights change afterwards
 //! must be prepared again ([`super::Vgg16::prepare_for`]).
 
-use burn::tensor::{Device, Tensor};
-use conv3x3_gpu::{PackedConv3x3, max_pool_2x2};
+use burn::tensor::{Device, FloatDType, Tensor};
+use conv3x3_gpu::{PackedConv3x3, Storage, max_pool_2x2};
 
-use super::vgg16::{VggLayer, is_vgg_conv};
+use super::vgg16::{GpuPrecision, VggLayer, is_vgg_conv};
 
 #[derive(Clone, Debug)]
 enum GpuLayer {
@@ -25,6 +26,7 @@ enum GpuLayer {
 pub struct GpuVgg16 {
     layers: Vec<GpuLayer>,
     device: Device,
+    storage: Storage,
 }
 
 /// Whether `device` is one [`GpuVgg16`] runs on: burn's CubeCL backend, without autodiff.
@@ -33,9 +35,13 @@ pub fn is_plain_gpu(device: &Device) -> bool {
 }
 
 impl GpuVgg16 {
-    /// Pack `features`' weights on `device`, where they live; `None` if a layer is not VGG's
-    /// (3x3, stride 1, padding 1).
-    pub fn new(features: &[VggLayer], device: &Device) -> Option<Self> {
+    /// Pack `features`' weights on `device`, where they live, at `precision`; `None` if a layer
+    /// is not VGG's (3x3, stride 1, padding 1).
+    pub fn new(features: &[VggLayer], device: &Device, precision: GpuPrecision) -> Option<Self> {
+        let storage = match precision {
+            GpuPrecision::Fastest => Storage::fastest_on(device),
+            GpuPrecision::F32 => Storage::F32,
+        };
         let mut layers: Vec<GpuLayer> = Vec::with_capacity(18);
         for layer in features {
             match layer {
@@ -43,7 +49,7 @@ impl GpuVgg16 {
                     if !is_vgg_conv(conv) {
                         return None;
                     }
-                    let packed = PackedConv3x3::new(conv.weight.val(), conv.bias.as_ref().map(|bias| bias.val()));
+                    let packed = PackedConv3x3::new(conv.weight.val(), conv.bias.as_ref().map(|bias| bias.val()), storage);
                     layers.push(GpuLayer::Conv(Box::new(packed), false));
                 }
                 VggLayer::Relu(_) => match layers.last_mut() {
@@ -54,7 +60,12 @@ impl GpuVgg16 {
                 VggLayer::Pool(_) => layers.push(GpuLayer::Pool),
             }
         }
-        Some(Self { layers, device: device.clone() })
+        Some(Self { layers, device: device.clone(), storage })
+    }
+
+    /// Whether activations and weights are kept in f16 between the layers.
+    pub fn in_f16(&self) -> bool {
+        self.storage == Storage::F16
     }
 
     /// The device the packed weights live on.
@@ -63,7 +74,8 @@ impl GpuVgg16 {
     }
 
     /// Like [`super::Vgg16`]'s own run: `[N, 3, H, W]` → the block-5 map (channels first),
-    /// handing each block's last ReLU output (channels first) to `at_block_end` when given.
+    /// handing each block's last ReLU output (channels first) to `at_block_end` when given; what
+    /// leaves is f32 whatever the storage in between.
     pub fn run(&self, x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
         let mut x = x.permute([0, 2, 3, 1]);
         for layer in &self.layers {
@@ -71,12 +83,12 @@ impl GpuVgg16 {
                 GpuLayer::Conv(conv, relu) => conv.forward(x, *relu),
                 GpuLayer::Pool => {
                     if let Some(at_block_end) = at_block_end.as_mut() {
-                        at_block_end(x.clone().permute([0, 3, 1, 2]));
+                        at_block_end(x.clone().permute([0, 3, 1, 2]).cast(FloatDType::F32));
                     }
                     max_pool_2x2(x)
                 }
             };
         }
-        x.permute([0, 3, 1, 2])
+        x.permute([0, 3, 1, 2]).cast(FloatDType::F32)
     }
 }

@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 pub use heads::{HISTOGRAM_BINS, Head, HeadLayers, HistogramHead, RegressionHead};
-pub use vgg16::{BackboneFeatures, INPUT_SIZE, Vgg16};
+pub use vgg16::{BackboneFeatures, GpuPrecision, INPUT_SIZE, Vgg16};
 
 use crate::error::{LoupeError, Result};
 

@@ -108,14 +108,27 @@ enum Prepared {
     Gpu(Arc<GpuVgg16>),
 }
 
+/// What a backbone prepared for a GPU ([`Vgg16::prepare_for`]) keeps its activations and
+/// weights in between layers; sums and everything after the backbone are f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GpuPrecision {
+    /// f16 where the adapter has it (WebGPU's `shader-f16`), else f32: half the memory traffic
+    /// for each stored value rounded to 11 significant bits (scores move by about 1e-3).
+    #[default]
+    Fastest,
+    /// f32 throughout, as burn's own conv2d computes.
+    F32,
+}
+
 impl Prepared {
-    fn for_device(features: &[VggLayer], device: &Device) -> Option<Self> {
+    #[cfg_attr(not(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32")), allow(unused_variables))]
+    fn for_device(features: &[VggLayer], device: &Device, precision: GpuPrecision) -> Option<Self> {
         if is_plain_cpu(device) {
             return CpuVgg16::new(features).map(|cpu| Self::Cpu(Arc::new(cpu)));
         }
         #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
         if is_plain_gpu(device) {
-            return GpuVgg16::new(features, device).map(|gpu| Self::Gpu(Arc::new(gpu)));
+            return GpuVgg16::new(features, device, precision).map(|gpu| Self::Gpu(Arc::new(gpu)));
         }
         None
     }
@@ -167,9 +180,24 @@ impl Vgg16 {
     /// transformed now, once; on burn's CubeCL devices (WebGPU, wgpu) through `conv3x3-gpu` with
     /// weights packed now, once. Call it after the weights are loaded (on `device`), and again if
     /// they change (training does not call it: its devices carry autodiff, which these paths
-    /// never serve).
+    /// never serve). GPUs compute at [`GpuPrecision::Fastest`].
     pub fn prepare_for(&mut self, device: &Device) {
-        self.prepared = Prepared::for_device(&self.features, device);
+        self.prepare_at(device, GpuPrecision::Fastest);
+    }
+
+    /// [`Vgg16::prepare_for`] with the GPU path's precision chosen (the CPU path is f32).
+    pub fn prepare_at(&mut self, device: &Device, precision: GpuPrecision) {
+        self.prepared = Prepared::for_device(&self.features, device, precision);
+    }
+
+    /// Whether this network, prepared for a GPU, keeps its activations in f16 there
+    /// ([`GpuPrecision::Fastest`] on an adapter with `shader-f16`).
+    pub fn computes_in_f16(&self) -> bool {
+        match &self.prepared {
+            #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+            Some(Prepared::Gpu(gpu)) => gpu.in_f16(),
+            _ => false,
+        }
     }
 
     /// Whether [`Vgg16::prepare_for`] has readied this network for `device`.

@@ -110,6 +110,10 @@ for (const backend of ["webgpu", "cpu"]) {
       const started = Date.now();
       await open(fullUrl);
       assert.equal(await page.evaluate(() => document.body.dataset.backend), backend);
+      // f16 activations exactly where the adapter offers shader-f16 (the CPU fallback is f32).
+      const hasF16 = backend === "webgpu" && (await page.evaluate(async () => (await navigator.gpu.requestAdapter())?.features.has("shader-f16") ?? false));
+      assert.equal(await page.evaluate(() => document.body.dataset.precision), hasF16 ? "f16" : "f32");
+      console.log(`${backend}: computes in ${hasF16 ? "f16" : "f32"}`);
       await upload(photo);
       const seconds = (Date.now() - started) / 1000;
       console.log(`${backend}: time to first score (page load + weights + one VGG16 forward for both heads) ${seconds.toFixed(1)} s`);
