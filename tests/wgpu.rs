@@ -5,7 +5,7 @@ mod common;
 use std::sync::OnceLock;
 
 use common::*;
-use loupe::burn::tensor::{Device, Distribution, Tensor};
+use loupe::burn::tensor::{Device, Distribution, Tensor, TensorData};
 use loupe::imagenet::import_imagenet;
 use loupe::model::{GpuPrecision, HeadKind, ModelConfig, OutputKind};
 use loupe::preprocess::{InputConvention, decode_image, input_batch};
@@ -83,6 +83,51 @@ fn prepared_backbone_on_wgpu_matches_burns_conv2d() {
     for (block, ((mean, square), (expected_mean, expected_square))) in actual_grids.into_iter().zip(expected_grids).enumerate() {
         let error = relative_error(&to_vec(mean), &to_vec(expected_mean)).max(relative_error(&to_vec(square), &to_vec(expected_square)));
         println!("block {} grid: relative error {error:.2e}", block + 1);
+        assert!(error < 1e-3, "block {} grid: {error}", block + 1);
+    }
+}
+
+/// In f16 (which holds up to 65,504) the prepared backbone still computes what burn's conv2d
+/// computes in f32 on an input whose activations go far beyond that: a black-and-white
+/// checkerboard of 4-pixel squares at 8x the pixel range (without the scaling in `gpu.rs`, the
+/// stored activations overflow to infinity).
+#[test]
+fn f16_backbone_computes_activations_beyond_f16s_range() {
+    let gpu = wgpu();
+    let config = ModelConfig::new(OutputKind::Regression, HeadKind::Statistics);
+    let mut net = config.init(&flex()).unwrap();
+    import_imagenet(&mut net, &imagenet_safetensors()).unwrap();
+    let mut metadata = WeightMetadata::new(config, InputConvention::CaffeBgr);
+    metadata.precision = Precision::F32;
+    let (plain, _) = weights::decode(&weights::encode(&net, &metadata).unwrap(), &gpu).unwrap();
+    let mut fastest = plain.clone();
+    fastest.backbone.prepare_for(&gpu);
+    if !fastest.backbone.computes_in_f16() {
+        println!("skipped: this adapter has no f16 (shader-f16)");
+        return;
+    }
+
+    let side = 64;
+    let checkerboard: Vec<f32> = (0..3 * side * side)
+        .map(|i| {
+            let (y, x) = ((i / side) % side, i % side);
+            // Caffe's input: white is about +140, black about -115 once the means are taken off.
+            if (y / 4 + x / 4) % 2 == 0 { 8.0 * 140.0 } else { -8.0 * 115.0 }
+        })
+        .collect();
+    let input = Tensor::<4>::from_data(TensorData::new(checkerboard, [1, 3, side, side]), &gpu);
+    let (expected_map, expected_grids) = plain.backbone.forward_block_grids(input.clone());
+    // A cell's root mean square is at most its largest activation.
+    let largest = expected_grids.iter().flat_map(|(_, square)| to_vec(square.clone())).fold(0f32, |m, v| m.max(v.sqrt()));
+    println!("largest cell RMS of an activation in f32: {largest:.0}");
+    assert!(largest > 65_504.0, "the input should take activations beyond f16's range: {largest}");
+
+    let (actual_map, actual_grids) = fastest.backbone.forward_block_grids(input);
+    let error = relative_error(&to_vec(actual_map), &to_vec(expected_map));
+    println!("f16 map vs burn's conv2d in f32: relative error {error:.2e}");
+    assert!(error < 1e-3, "map: {error}");
+    for (block, ((_, square), (_, expected_square))) in actual_grids.into_iter().zip(expected_grids).enumerate() {
+        let error = relative_error(&to_vec(square), &to_vec(expected_square));
         assert!(error < 1e-3, "block {} grid: {error}", block + 1);
     }
 }

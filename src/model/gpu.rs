@@ -14,6 +14,13 @@ use conv3x3_gpu::{PackedConv3x3, Storage, max_pool_2x2};
 
 use super::vgg16::{GpuPrecision, VggLayer, is_vgg_conv};
 
+/// f16 holds values up to 65,504, and VGG16's ReLU outputs on Caffe-range input reach about
+/// 10,000 on a photo (rocket.jpg) and 28,000 on a 4-pixel black-and-white checkerboard. The
+/// stack (convolutions, ReLU, max-pool) is positively homogeneous, so in f16 it runs on its input
+/// times this, with every bias times this: each activation is then scaled by it, exactly (a
+/// power of two), leaving 150x headroom, and is scaled back in f32 on the way out.
+const F16_ACTIVATION_SCALE: f32 = 1.0 / 64.0;
+
 #[derive(Clone, Debug)]
 enum GpuLayer {
     /// A convolution, and whether the ReLU that follows it is fused in.
@@ -27,6 +34,8 @@ pub struct GpuVgg16 {
     layers: Vec<GpuLayer>,
     device: Device,
     storage: Storage,
+    /// What every activation is multiplied by inside the stack ([`F16_ACTIVATION_SCALE`] in f16).
+    scale: f32,
 }
 
 /// Whether `device` is one [`GpuVgg16`] runs on: burn's CubeCL backend, without autodiff.
@@ -42,6 +51,7 @@ impl GpuVgg16 {
             GpuPrecision::Fastest => Storage::fastest_on(device),
             GpuPrecision::F32 => Storage::F32,
         };
+        let scale = if storage == Storage::F16 { F16_ACTIVATION_SCALE } else { 1.0 };
         let mut layers: Vec<GpuLayer> = Vec::with_capacity(18);
         for layer in features {
             match layer {
@@ -49,7 +59,8 @@ impl GpuVgg16 {
                     if !is_vgg_conv(conv) {
                         return None;
                     }
-                    let packed = PackedConv3x3::new(conv.weight.val(), conv.bias.as_ref().map(|bias| bias.val()), storage);
+                    let bias = conv.bias.as_ref().map(|bias| bias.val().mul_scalar(scale));
+                    let packed = PackedConv3x3::new(conv.weight.val(), bias, storage);
                     layers.push(GpuLayer::Conv(Box::new(packed), false));
                 }
                 VggLayer::Relu(_) => match layers.last_mut() {
@@ -60,7 +71,7 @@ impl GpuVgg16 {
                 VggLayer::Pool(_) => layers.push(GpuLayer::Pool),
             }
         }
-        Some(Self { layers, device: device.clone(), storage })
+        Some(Self { layers, device: device.clone(), storage, scale })
     }
 
     /// Whether activations and weights are kept in f16 between the layers.
@@ -77,18 +88,28 @@ impl GpuVgg16 {
     /// handing each block's last ReLU output (channels first) to `at_block_end` when given; what
     /// leaves is f32 whatever the storage in between.
     pub fn run(&self, x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
-        let mut x = x.permute([0, 2, 3, 1]);
+        let mut x = self.scaled(x).permute([0, 2, 3, 1]);
         for layer in &self.layers {
             x = match layer {
                 GpuLayer::Conv(conv, relu) => conv.forward(x, *relu),
                 GpuLayer::Pool => {
                     if let Some(at_block_end) = at_block_end.as_mut() {
-                        at_block_end(x.clone().permute([0, 3, 1, 2]).cast(FloatDType::F32));
+                        at_block_end(self.unscaled(x.clone().permute([0, 3, 1, 2])));
                     }
                     max_pool_2x2(x)
                 }
             };
         }
-        x.permute([0, 3, 1, 2]).cast(FloatDType::F32)
+        self.unscaled(x.permute([0, 3, 1, 2]))
+    }
+
+    fn scaled(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.scale == 1.0 { x } else { x.mul_scalar(self.scale) }
+    }
+
+    /// An activation back in f32 and at its true scale.
+    fn unscaled(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = x.cast(FloatDType::F32);
+        if self.scale == 1.0 { x } else { x.div_scalar(self.scale) }
     }
 }
