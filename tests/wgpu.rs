@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use common::*;
 use loupe::burn::tensor::{Device, Distribution, Tensor, TensorData};
 use loupe::imagenet::import_imagenet;
-use loupe::model::{GpuPrecision, HeadKind, ModelConfig, OutputKind};
+use loupe::model::{AestheticNet, GpuPrecision, HeadKind, ModelConfig, OutputKind};
 use loupe::preprocess::{InputConvention, decode_image, input_batch};
 use loupe::weights::{self, Precision, WeightMetadata};
 
@@ -17,19 +17,25 @@ fn wgpu() -> Device {
     WGPU.get_or_init(|| Device::wgpu_options().init().expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) for this test")).clone()
 }
 
+/// ImageNet's VGG16 under an untrained `head` on flex, and the same model loaded onto wgpu from
+/// its f32 weight file (not prepared: burn's own ops there).
+fn imagenet_model(output: OutputKind, head: HeadKind) -> (AestheticNet, AestheticNet) {
+    let config = ModelConfig::new(output, head);
+    let mut net = config.init(&flex()).unwrap();
+    import_imagenet(&mut net, &imagenet_safetensors()).unwrap();
+    let mut metadata = WeightMetadata::new(config, InputConvention::CaffeBgr);
+    metadata.precision = Precision::F32;
+    let (on_gpu, _) = weights::decode(&weights::encode(&net, &metadata).unwrap(), &wgpu()).unwrap();
+    (net, on_gpu)
+}
+
 #[test]
 fn wgpu_matches_flex_on_vgg16_with_both_heads() {
     let flex = flex();
     let gpu = wgpu();
     let photos: Vec<_> = ["rocket.jpg", "coffee.jpg"].iter().map(|name| decode_image(&fixture_bytes(name)).unwrap()).collect();
     for output in [OutputKind::Regression, OutputKind::Histogram] {
-        let config = ModelConfig::new(output, HeadKind::Compact);
-        let mut net = config.init(&flex).unwrap();
-        import_imagenet(&mut net, &imagenet_safetensors()).unwrap();
-        let mut metadata = WeightMetadata::new(config, InputConvention::CaffeBgr);
-        metadata.precision = Precision::F32;
-        let bytes = weights::encode(&net, &metadata).unwrap();
-        let (on_gpu, _) = weights::decode(&bytes, &gpu).unwrap();
+        let (net, on_gpu) = imagenet_model(output, HeadKind::Compact);
 
         let expected = to_vec(net.forward(input_batch(&photos, InputConvention::CaffeBgr, &flex)));
         let actual = to_vec(on_gpu.forward(input_batch(&photos, InputConvention::CaffeBgr, &gpu)));
@@ -47,12 +53,7 @@ fn wgpu_matches_flex_on_vgg16_with_both_heads() {
 fn prepared_backbone_on_wgpu_matches_burns_conv2d() {
     let flex = flex();
     let gpu = wgpu();
-    let config = ModelConfig::new(OutputKind::Regression, HeadKind::Statistics);
-    let mut net = config.init(&flex).unwrap();
-    import_imagenet(&mut net, &imagenet_safetensors()).unwrap();
-    let mut metadata = WeightMetadata::new(config, InputConvention::CaffeBgr);
-    metadata.precision = Precision::F32;
-    let (plain, _) = weights::decode(&weights::encode(&net, &metadata).unwrap(), &gpu).unwrap();
+    let (_, plain) = imagenet_model(OutputKind::Regression, HeadKind::Statistics);
     let mut prepared = plain.clone();
     prepared.backbone.prepare_at(&gpu, GpuPrecision::F32);
     assert!(prepared.backbone.is_prepared_for(&gpu), "wgpu gets Loupe's kernels");
@@ -94,12 +95,7 @@ fn prepared_backbone_on_wgpu_matches_burns_conv2d() {
 #[test]
 fn f16_backbone_computes_activations_beyond_f16s_range() {
     let gpu = wgpu();
-    let config = ModelConfig::new(OutputKind::Regression, HeadKind::Statistics);
-    let mut net = config.init(&flex()).unwrap();
-    import_imagenet(&mut net, &imagenet_safetensors()).unwrap();
-    let mut metadata = WeightMetadata::new(config, InputConvention::CaffeBgr);
-    metadata.precision = Precision::F32;
-    let (plain, _) = weights::decode(&weights::encode(&net, &metadata).unwrap(), &gpu).unwrap();
+    let (_, plain) = imagenet_model(OutputKind::Regression, HeadKind::Statistics);
     let mut fastest = plain.clone();
     fastest.backbone.prepare_for(&gpu);
     if !fastest.backbone.computes_in_f16() {

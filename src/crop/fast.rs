@@ -14,7 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use super::{CropRequest, Rect, ScoredCrop, best_crops, candidates};
+use super::{CropRequest, Rect, ScoredCrop, best_crops, candidates, score_exactly};
 use crate::error::Result;
 use crate::model::read_values;
 use crate::model::vgg16::{BackboneFeatures, FEATURE_MAP_SIZE, INPUT_SIZE, VARIANCE_EPSILON};
@@ -444,19 +444,15 @@ async fn rerank_exactly(
     }
     calibration.truncate(plan.total);
     let mut exact: Vec<ScoredCrop> = Vec::with_capacity(plan.total);
-    let mut taken = vec![false; estimates.len()];
     for picks in calibration.chunks(DEFAULT_BATCH) {
-        let crops: Vec<RgbImage> = picks.iter().map(|&i| estimates[i].crop.rect.input(image)).collect();
-        for (&i, p) in picks.iter().zip(scorer.predict_async(&crops).await?) {
-            taken[i] = true;
-            exact.push(ScoredCrop { rect: estimates[i].crop.rect, score: p.score });
-        }
+        let rects: Vec<Rect> = picks.iter().map(|&i| estimates[i].crop.rect).collect();
+        exact.extend(score_exactly(scorer, image, &rects).await?);
         batches += 1;
         progress(batches);
     }
     let offsets = level_offsets(levels, calibration.iter().zip(&exact).map(|(&i, e)| (estimates[i].level, e.score - estimates[i].crop.score)));
     let corrected = |i: usize| estimates[i].crop.score + offsets[estimates[i].level];
-    let mut order: Vec<usize> = (0..estimates.len()).filter(|&i| !taken[i]).collect();
+    let mut order: Vec<usize> = (0..estimates.len()).filter(|i| !calibration.contains(i)).collect();
     order.sort_by(|&a, &b| corrected(b).total_cmp(&corrected(a)));
 
     let mut open = vec![true; order.len()];
@@ -471,11 +467,9 @@ async fn rerank_exactly(
         if picks.is_empty() {
             break;
         }
-        let crops: Vec<RgbImage> = picks.iter().map(|&k| estimates[order[k]].crop.rect.input(image)).collect();
-        for (&k, p) in picks.iter().zip(scorer.predict_async(&crops).await?) {
-            open[k] = false;
-            exact.push(ScoredCrop { rect: estimates[order[k]].crop.rect, score: p.score });
-        }
+        let rects: Vec<Rect> = picks.iter().map(|&k| estimates[order[k]].crop.rect).collect();
+        exact.extend(score_exactly(scorer, image, &rects).await?);
+        picks.iter().for_each(|&k| open[k] = false);
         batches += 1;
         progress(batches);
     }

@@ -360,12 +360,18 @@ pub async fn exhaustive_crop_search_async(
     let candidates = candidates(image.width(), image.height(), request)?;
     let mut scored = Vec::with_capacity(candidates.len());
     for batch in candidates.chunks(DEFAULT_BATCH) {
-        let crops: Vec<RgbImage> = batch.iter().map(|rect| rect.input(image)).collect();
-        let predictions = scorer.predict_async(&crops).await?;
-        scored.extend(batch.iter().zip(predictions).map(|(&rect, p)| ScoredCrop { rect, score: p.score }));
+        scored.extend(score_exactly(scorer, image, batch).await?);
         progress(scored.len(), candidates.len());
     }
     Ok(best_crops(scored, request.top_k))
+}
+
+/// Exact scores of `rects` (same order), as one batch: each crop resized to the network's input
+/// and run through the whole network, as the paper scores a crop.
+async fn score_exactly(scorer: &Scorer, image: &RgbImage, rects: &[Rect]) -> Result<Vec<ScoredCrop>> {
+    let crops: Vec<RgbImage> = rects.iter().map(|rect| rect.input(image)).collect();
+    let predictions = scorer.predict_async(&crops).await?;
+    Ok(rects.iter().zip(predictions).map(|(&rect, p)| ScoredCrop { rect, score: p.score }).collect())
 }
 
 mod fast;

@@ -34,8 +34,6 @@ pub struct GpuVgg16 {
     layers: Vec<GpuLayer>,
     device: Device,
     storage: Storage,
-    /// What every activation is multiplied by inside the stack ([`F16_ACTIVATION_SCALE`] in f16).
-    scale: f32,
 }
 
 /// Whether `device` is one [`GpuVgg16`] runs on: burn's CubeCL backend, without autodiff.
@@ -51,7 +49,7 @@ impl GpuVgg16 {
             GpuPrecision::Fastest => Storage::fastest_on(device),
             GpuPrecision::F32 => Storage::F32,
         };
-        let scale = if storage == Storage::F16 { F16_ACTIVATION_SCALE } else { 1.0 };
+        let scale = activation_scale(storage);
         let mut layers: Vec<GpuLayer> = Vec::with_capacity(18);
         for layer in features {
             match layer {
@@ -71,7 +69,7 @@ impl GpuVgg16 {
                 VggLayer::Pool(_) => layers.push(GpuLayer::Pool),
             }
         }
-        Some(Self { layers, device: device.clone(), storage, scale })
+        Some(Self { layers, device: device.clone(), storage })
     }
 
     /// Whether activations and weights are kept in f16 between the layers.
@@ -104,12 +102,22 @@ impl GpuVgg16 {
     }
 
     fn scaled(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.scale == 1.0 { x } else { x.mul_scalar(self.scale) }
+        let scale = activation_scale(self.storage);
+        if scale == 1.0 { x } else { x.mul_scalar(scale) }
     }
 
     /// An activation back in f32 and at its true scale.
     fn unscaled(&self, x: Tensor<4>) -> Tensor<4> {
         let x = x.cast(FloatDType::F32);
-        if self.scale == 1.0 { x } else { x.div_scalar(self.scale) }
+        let scale = activation_scale(self.storage);
+        if scale == 1.0 { x } else { x.div_scalar(scale) }
+    }
+}
+
+/// What every activation is multiplied by inside the stack when kept as `storage`.
+fn activation_scale(storage: Storage) -> f32 {
+    match storage {
+        Storage::F16 => F16_ACTIVATION_SCALE,
+        Storage::F32 => 1.0,
     }
 }
