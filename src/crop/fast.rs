@@ -114,16 +114,16 @@ impl BlockGrid {
         Self { channels, height, width, sum: integral(mean), sum_of_squares: integral(mean_of_squares) }
     }
 
-    /// The integral of channel `c` over [0, x) x [0, y) in cell units, bilinear between the
-    /// table's corners (exact for values constant within a cell).
-    fn integral(&self, table: &[f32], c: usize, x: f32, y: f32) -> f32 {
-        let (stride, plane) = (self.width + 1, (self.width + 1) * (self.height + 1));
-        let table = &table[c * plane..(c + 1) * plane];
+    /// The integral over [0, x) x [0, y) in cell units, bilinear between the table's corners
+    /// (exact for values constant within a cell), as four positions in a channel's table and
+    /// their weights: the same for every channel.
+    fn integral_taps(&self, x: f32, y: f32) -> [(usize, f32); 4] {
+        let stride = self.width + 1;
         let (x, y) = (x.clamp(0.0, self.width as f32), y.clamp(0.0, self.height as f32));
         let (x0, y0) = ((x.floor() as usize).min(self.width.saturating_sub(1)), (y.floor() as usize).min(self.height.saturating_sub(1)));
         let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-        let at = |xx: usize, yy: usize| table[yy * stride + xx];
-        (at(x0, y0) * (1.0 - fx) + at(x0 + 1, y0) * fx) * (1.0 - fy) + (at(x0, y0 + 1) * (1.0 - fx) + at(x0 + 1, y0 + 1) * fx) * fy
+        let at = |xx: usize, yy: usize| yy * stride + xx;
+        [(at(x0, y0), (1.0 - fx) * (1.0 - fy)), (at(x0 + 1, y0), fx * (1.0 - fy)), (at(x0, y0 + 1), (1.0 - fx) * fy), (at(x0 + 1, y0 + 1), fx * fy)]
     }
 
     /// Means then standard deviations of every channel over the region [x0, x1) x [y0, y1)
@@ -132,8 +132,19 @@ impl BlockGrid {
         let (x0, x1) = (x0.clamp(0.0, self.width as f32), x1.clamp(0.0, self.width as f32));
         let (y0, y1) = (y0.clamp(0.0, self.height as f32), y1.clamp(0.0, self.height as f32));
         let area = ((x1 - x0) * (y1 - y0)).max(1e-6);
+        // The region's sum is one weighted sum of 16 table entries at the same positions in every
+        // channel's table: found once here, not once per channel (a crop search asks this for
+        // every candidate and each of VGG16's 1,472 channels).
+        let mut taps = [(0usize, 0.0f32); 16];
+        for (corner, (x, y, sign)) in [(x1, y1, 1.0), (x0, y1, -1.0), (x1, y0, -1.0), (x0, y0, 1.0)].into_iter().enumerate() {
+            for (k, (index, weight)) in self.integral_taps(x, y).into_iter().enumerate() {
+                taps[corner * 4 + k] = (index, sign * weight);
+            }
+        }
+        let plane = (self.width + 1) * (self.height + 1);
         let region = |table: &[f32], c: usize| {
-            self.integral(table, c, x1, y1) - self.integral(table, c, x0, y1) - self.integral(table, c, x1, y0) + self.integral(table, c, x0, y0)
+            let table = &table[c * plane..(c + 1) * plane];
+            taps.iter().map(|&(index, weight)| weight * table[index]).sum::<f32>()
         };
         let means: Vec<f32> = (0..self.channels).map(|c| region(&self.sum, c) / area).collect();
         let stds: Vec<f32> = (0..self.channels)
