@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the npm package `loupe-crop` (the widget, the worker, the wasm and its glue, TypeScript
-# types; no weights) and packs it: prints the tarball's path on its last line.
+# Builds the npm package `loupe-crop` (the widget, the worker, the wasm builds and their glue,
+# TypeScript types; no weights) and packs it: prints the tarball's path on its last line.
 #   ./scripts/build-npm.sh            → $CARGO_TARGET_DIR/npm/loupe-crop-<version>.tgz
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,8 @@ rm -rf "$stage" && mkdir -p "$stage/widget" "$stage/pkg"
 cp www/client.js www/worker.js www/weights.js "$stage/"
 cp www/widget/loupe-crop.js www/widget/crop-urls.js "$stage/widget/"
 cp www/pkg/loupe.js www/pkg/loupe_bg.wasm "$stage/pkg/"
+# The threaded CPU build, where it was built (its worker helper is a wasm-bindgen snippet).
+if [ -f www/pkg-threads/loupe_bg.wasm ]; then cp -r www/pkg-threads "$stage/pkg-threads"; fi
 cp npm/package.json npm/README.md npm/index.d.ts npm/crop-urls.d.ts "$stage/"
 version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
 (cd "$stage" && npm pkg set version="$version")

@@ -1,5 +1,8 @@
 //! The browser API (wasm-bindgen). Inference runs on WebGPU through burn's wgpu backend when the
 //! browser has it, else on the CPU (flex); every failure reaches JS as an exception with a message.
+//! Two builds (scripts/build-web.sh): `webgpu` (WebGPU with the CPU as fallback, single-threaded)
+//! and `threads` (CPU only, on a rayon pool of Web Workers: `initThreadPool(n)` after `init`, in a
+//! worker of a cross-origin isolated page).
 //!
 //! ```js
 //! const loupe = await Loupe.create(false);          // true = force the CPU
@@ -21,6 +24,10 @@ use crate::prediction::difficulty_label;
 use crate::preprocess::decode_image;
 use crate::scorer::{Scorer, crop_scorer};
 use crate::{Prediction, weights};
+
+/// The `threads` build's pool: JavaScript calls `initThreadPool(n)` once, before `Loupe.create`.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
 
 fn js_error(error: LoupeError) -> JsError {
     JsError::new(&error.to_string())
@@ -99,8 +106,10 @@ struct CropOptions {
 
 #[wasm_bindgen]
 impl Loupe {
-    /// WebGPU when the browser offers an adapter and device, else the CPU backend.
+    /// WebGPU when the browser offers an adapter and device (and this is the `webgpu` build),
+    /// else the CPU backend.
     pub async fn create(force_cpu: bool) -> Loupe {
+        #[cfg(feature = "webgpu")]
         if !force_cpu {
             // Autotuning benchmarks several kernels for every new tensor shape; a browser GPU pays
             // a shader compile for each (minutes for the crop search's multi-scale passes on a
@@ -114,7 +123,15 @@ impl Loupe {
                 Err(error) => web_sys_log(&format!("WebGPU unavailable ({error:?}); using the CPU")),
             }
         }
+        #[cfg(not(feature = "webgpu"))]
+        let _ = force_cpu;
         Loupe::on(Device::flex(), "cpu")
+    }
+
+    /// Threads the CPU backend computes on: the pool's size in the `threads` build, else 1.
+    #[wasm_bindgen(getter)]
+    pub fn threads(&self) -> usize {
+        conv3x3::threads()
     }
 
     /// "webgpu" or "cpu".
@@ -242,6 +259,7 @@ impl Loupe {
     }
 }
 
+#[cfg(feature = "webgpu")]
 fn web_sys_log(message: &str) {
     web_sys::console::warn_1(&JsValue::from_str(message));
 }

@@ -17,11 +17,13 @@ const client = new LoupeClient({
 let current = null; // {bytes, bitmap, crops, shown}
 
 client.ready.then(
-  ({ backend, precision, models }) => {
+  ({ backend, precision, threads, models }) => {
     document.body.dataset.backend = backend;
     document.body.dataset.precision = precision;
+    document.body.dataset.threads = threads;
     const gpu = precision === "f16" ? "your GPU (WebGPU, f16)" : "your GPU (WebGPU)";
-    $("status").textContent = `Ready: running on ${backend === "webgpu" ? gpu : "your CPU"} — ${models.map((m) => m.kind).join(" + ")} model.`;
+    const cpu = threads > 1 ? `your CPU (${threads} threads)` : "your CPU";
+    $("status").textContent = `Ready: running on ${backend === "webgpu" ? gpu : cpu} — ${models.map((m) => m.kind).join(" + ")} model.`;
     $("untrained").hidden = models.every((m) => m.metadata.head_trained);
     document.body.dataset.ready = "true";
   },

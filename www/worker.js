@@ -1,21 +1,71 @@
 // Loupe's inference worker: the page never freezes while VGG16 runs.
 // Messages in:  {type:"init", forceCpu, base} | {id, type:"score", bytes} | {id, type:"crop", bytes, options}
-// Messages out: {type:"progress", loaded, total} | {type:"ready", backend, precision, models, timings} | {type:"fatal", message}
+// Messages out: {type:"progress", loaded, total} | {type:"ready", backend, precision, threads, models, timings} | {type:"fatal", message}
 //               {id, type:"result", result} | {id, type:"error", message, fatal} | {id, type:"cropProgress", done, total}
 //               (`fatal`: the WebAssembly instance trapped and cannot be used again; the client restarts the worker)
-import init, { Loupe } from "./pkg/loupe.js";
 import { fetchWeights } from "./weights.js";
 
+let Loupe = null;
 let loupe = null;
 let queue = Promise.resolve();
 const messageOf = (error) => String(error?.message || error);
 
+// Which build to load: the threaded CPU build (pkg-threads/) where it can help — the page is
+// cross-origin isolated (threads need SharedArrayBuffer), there is more than one core, WebGPU is
+// refused or missing, and the build was made — else the main one (pkg/: WebGPU, CPU fallback).
+const MAIN_BUILD = { dir: "./pkg/", threads: 0 };
+async function chooseBuild(forceCpu) {
+  const cores = navigator.hardwareConcurrency || 1;
+  if (!self.crossOriginIsolated || cores < 2) return MAIN_BUILD;
+  if (!forceCpu && (await navigator.gpu?.requestAdapter().catch(() => null))) return MAIN_BUILD;
+  const threaded = { dir: "./pkg-threads/", threads: cores };
+  const built = await fetch(new URL(`${threaded.dir}loupe_bg.wasm`, import.meta.url), { method: "HEAD" }).catch(() => null);
+  return built?.ok ? threaded : MAIN_BUILD;
+}
+
+// A build's glue, its wasm instantiated, and for the threaded build its pool started.
+async function load({ dir, threads }) {
+  const pkg = await import(`${dir}loupe.js`);
+  await pkg.default({ module_or_path: new URL(`${dir}loupe_bg.wasm`, import.meta.url) });
+  if (threads) await poolStarted(pkg, threads);
+  return pkg;
+}
+
+// The pool's workers start from blob: URLs. A Content-Security-Policy that refuses them (no
+// `blob:` in worker-src) would leave initThreadPool waiting forever: that refusal, or a pool not
+// up within POOL_START_MS, fails the threaded build instead.
+const POOL_START_MS = 10_000;
+function poolStarted(pkg, threads) {
+  return new Promise((resolve, reject) => {
+    const refused = (event) => {
+      if (event.effectiveDirective === "worker-src") reject(new Error("the Content-Security-Policy's worker-src refuses the pool's blob: workers"));
+    };
+    self.addEventListener("securitypolicyviolation", refused);
+    const timer = setTimeout(() => reject(new Error(`the thread pool did not start within ${POOL_START_MS / 1000} s`)), POOL_START_MS);
+    pkg
+      .initThreadPool(threads)
+      .then(resolve, reject)
+      .finally(() => {
+        clearTimeout(timer);
+        self.removeEventListener("securitypolicyviolation", refused);
+      });
+  });
+}
+
 async function setUp({ forceCpu, base }) {
   const started = performance.now();
   const since = (start) => Math.round(performance.now() - start);
+  const build = await chooseBuild(Boolean(forceCpu));
   // One after the other: reading the weights while the wasm compiled saved nothing measurable on
   // a warm start, and a test run stalled once while both ran on WebGPU.
-  await init({ module_or_path: new URL("./pkg/loupe_bg.wasm", import.meta.url) });
+  const pkg = await load(build).catch((error) => {
+    if (!build.threads) throw error;
+    // A CSP that refuses the pool's workers, or a device that cannot reserve the shared memory
+    // (4 GiB of address space, up front): one thread is slower, not broken.
+    console.warn(`Loupe's threaded build did not start (${messageOf(error)}); using one thread`);
+    return load(MAIN_BUILD);
+  });
+  Loupe = pkg.Loupe;
   loupe = await Loupe.create(Boolean(forceCpu));
   const wasmMs = since(started);
   const files = await fetchWeights(base, (loaded, total) => postMessage({ type: "progress", loaded, total }));
@@ -26,7 +76,7 @@ async function setUp({ forceCpu, base }) {
   const models = loaded.filter((m) => m.kind !== "backbone");
   // Where start-up time went, in ms from the worker's start.
   const timings = { wasmMs, weightsMs, loadMs: since(loading), readyMs: since(started) };
-  postMessage({ type: "ready", backend: loupe.backend, precision: loupe.precision, models, timings });
+  postMessage({ type: "ready", backend: loupe.backend, precision: loupe.precision, threads: loupe.threads, models, timings });
 }
 
 // The photo's bytes are copied into WebAssembly memory: a file over the library's limit is refused

@@ -1,6 +1,8 @@
 // Loupe beside onnxruntime-web in one headless chromium session, on the same VGG16 weights:
 //   - Loupe's wasm API on the CPU fallback (and on WebGPU with --webgpu): weight load, first
 //     score, steady-state score (decode + resize + VGG16 + both heads), a 1000-candidate crop;
+//   - the same through the app's worker, which on this isolated page runs the threaded build
+//     (www/pkg-threads/) on every core;
 //   - onnxruntime-web on the same 13-conv graph (exported from the same safetensors): wasm EP at
 //     1 and 2 threads (the page is cross-origin isolated, so threads work), WebGPU EP with --webgpu;
 //   - time to first score through the app's own worker, cold (empty cache) and warm (cached).
@@ -97,6 +99,10 @@ console.error("Loupe, CPU fallback");
 const rerank = options.rerank === undefined ? undefined : Number(options.rerank);
 const cpu = await inFreshPage((a) => window.loupeBench(a), { forceCpu: true, scores, cropCandidates: crop, rerank });
 rows.push(["Loupe CPU (wasm, 1 thread)", "score: decode + VGG16 + both heads", median(cpu.scoreMs), cpu.firstScoreMs, cpu.loadMs, cpu.crop?.ms]);
+console.error("Loupe, CPU fallback in the app's worker (the threaded build where it was built)");
+const pooled = await inFreshPage((a) => window.workerBench(a), { scores, cropCandidates: crop, rerank });
+const threadsSaid = pooled.threads > 1 ? `${pooled.threads} threads` : "1 thread: www/pkg-threads not built";
+rows.push([`Loupe CPU (wasm, ${threadsSaid}; app worker)`, "score: decode + VGG16 + both heads", median(pooled.scoreMs), pooled.firstScoreMs, pooled.loadMs, pooled.crop?.ms]);
 for (const threads of [1, 2]) {
   console.error(`onnxruntime-web wasm, ${threads} thread(s)`);
   const ort = await inFreshPage((a) => window.ortBench(a), { ep: "wasm", threads, runs });
@@ -125,8 +131,9 @@ console.log(`\nchromium ${version}, ${cores} cores, weights ${options.weights}; 
 console.log("| path | what is timed | steady state | first run | weight load | 1:1 crop, " + crop + " candidates" + (rerank === undefined ? "" : `, ${rerank} re-scores`) + " |");
 console.log("|---|---|---|---|---|---|");
 for (const [path, what, steady, first, load, cropMs] of rows) console.log(`| ${path} | ${what} | ${ms(steady)} | ${ms(first)} | ${ms(load)} | ${ms(cropMs)} |`);
-console.log(`\ntime to first score (app worker, CPU, from navigation): cold cache ${ms(cold.ms)}, warm cache ${ms(warm.ms)} (score ${warm.score.toFixed(3)})`);
+console.log(`\ntime to first score (app worker, CPU, ${warm.threads} thread(s), from navigation): cold cache ${ms(cold.ms)}, warm cache ${ms(warm.ms)} (score ${warm.score.toFixed(3)})`);
 // Where the warm start went, from the worker's own clock (times from its start, one step after another).
 const t = warm.timings;
 if (t) console.log(`warm start: worker ready ${ms(t.readyMs)} after its start (wasm compiled and instantiated at ${ms(t.wasmMs)}, weights read and verified at ${ms(t.weightsMs)}, loading them ${ms(t.loadMs)}); page start to ready ${ms(warm.ready)}; first score ${ms(warm.ms - warm.ready)}`);
 console.log(`Loupe CPU score ${cpu.score.toFixed(3)}; crop best ${cpu.crop ? JSON.stringify(cpu.crop.best) : "—"}`);
+console.log(`Loupe CPU in the worker (${pooled.threads} threads): score ${pooled.score.toFixed(3)}; crop best ${pooled.crop ? JSON.stringify(pooled.crop.best) : "—"}`);

@@ -52,6 +52,10 @@ pub enum Command {
         weights: PathBuf,
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Serve without cross-origin isolation (no COOP/COEP headers), as most sites that embed
+        /// the widget do: the app then computes on one CPU thread where WebGPU is missing.
+        #[arg(long)]
+        no_isolation: bool,
     },
 }
 

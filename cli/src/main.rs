@@ -28,6 +28,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect { file } => weight_files::inspect(&file),
         Command::Manifest { dir } => weight_files::manifest(&dir),
         Command::Bundle { out, models } => weight_files::bundle(&out, &models),
-        Command::Serve { app, weights, port } => serve::serve(&app, &weights, port),
+        Command::Serve { app, weights, port, no_isolation } => serve::serve(&app, &weights, port, !no_isolation),
     }
 }

@@ -2,6 +2,9 @@
 //! be application/wasm) and a Content-Security-Policy that forbids every other origin. Requests
 //! must name this server in their Host header (a page on another site that rebinds its DNS name
 //! to 127.0.0.1 cannot read the folders), dotfiles are never served, and files are streamed.
+//! Pages are cross-origin isolated (COOP + COEP, unless `--no-isolation`), which WebAssembly
+//! threads need: without WebGPU the app then computes on every core (the threaded build,
+//! www/pkg-threads/).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -9,8 +12,10 @@ use anyhow::{Context, Result};
 
 /// The one Content-Security-Policy of Loupe's pages: sent with every file, and repeated verbatim in
 /// each page's `<meta>` (for pages served by another server), which a test holds to this text.
-/// No inline styles: the widget styles its shadow root with a constructed stylesheet.
-const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; \
+/// No inline styles: the widget styles its shadow root with a constructed stylesheet. Workers from
+/// `blob:` URLs: the threaded build's pool workers start from a blob of their own (same-origin)
+/// script, as wasm-bindgen-rayon starts them without a bundler.
+const CSP: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; connect-src 'self'; \
                    img-src 'self' blob: data:; style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'";
 
 fn mime(path: &Path) -> &'static str {
@@ -52,7 +57,13 @@ fn host_allowed(host: Option<&str>, port: u16) -> bool {
     matches!(name.to_ascii_lowercase().as_str(), "127.0.0.1" | "localhost") && host_port == Some(port)
 }
 
-pub fn serve(app: &Path, weights: &Path, port: u16) -> Result<()> {
+/// Headers sent with every file: cross-origin isolation gives the page SharedArrayBuffer, so the
+/// threaded build can run. The app loads nothing from other origins (the CSP), so nothing breaks.
+fn isolation_headers(isolated: bool) -> &'static [(&'static str, &'static str)] {
+    if isolated { &[("Cross-Origin-Opener-Policy", "same-origin"), ("Cross-Origin-Embedder-Policy", "require-corp")] } else { &[] }
+}
+
+pub fn serve(app: &Path, weights: &Path, port: u16, isolated: bool) -> Result<()> {
     let server = tiny_http::Server::http(("127.0.0.1", port)).map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let address = server.server_addr().to_ip().context("no IP address")?;
     println!("Loupe is at http://{address}/  (serving {}; weights from {})", app.display(), weights.display());
@@ -72,13 +83,17 @@ pub fn serve(app: &Path, weights: &Path, port: u16) -> Result<()> {
         let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("valid header");
         let opened = file.as_ref().filter(|p| p.is_file()).and_then(|p| std::fs::File::open(p).ok().map(|f| (p, f)));
         let _ = match opened {
-            Some((path, file)) => request.respond(
-                tiny_http::Response::from_file(file)
+            Some((path, file)) => {
+                let mut response = tiny_http::Response::from_file(file)
                     .with_header(header("Content-Type", mime(path)))
                     .with_header(header("Content-Security-Policy", CSP))
                     .with_header(header("X-Content-Type-Options", "nosniff"))
-                    .with_header(header("Cache-Control", "no-cache")),
-            ),
+                    .with_header(header("Cache-Control", "no-cache"));
+                for (name, value) in isolation_headers(isolated) {
+                    response.add_header(header(name, value));
+                }
+                request.respond(response)
+            }
             None => request.respond(tiny_http::Response::from_string("not found").with_status_code(404)),
         };
     }

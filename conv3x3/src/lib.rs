@@ -604,7 +604,8 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
-fn threads() -> usize {
+/// Threads the convolutions spread over: rayon's pool with the `rayon` feature, else 1.
+pub fn threads() -> usize {
     #[cfg(feature = "rayon")]
     return rayon::current_num_threads();
     #[cfg(not(feature = "rayon"))]

@@ -2,7 +2,7 @@
 //! rating distribution). [`ModelConfig`] says which; it travels in every weight file.
 
 mod cpu;
-#[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+#[cfg(any(feature = "wgpu", feature = "vulkan", feature = "webgpu"))]
 mod gpu;
 pub mod heads;
 pub mod vgg16;

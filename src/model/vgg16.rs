@@ -12,7 +12,7 @@ use burn::nn::{Initializer, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
 
 use super::cpu::{CpuVgg16, is_plain_cpu};
-#[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+#[cfg(any(feature = "wgpu", feature = "vulkan", feature = "webgpu"))]
 use super::gpu::{GpuVgg16, is_plain_gpu};
 
 /// VGG16's configuration "D": channel counts, `None` = 2x2 max-pool.
@@ -104,7 +104,7 @@ enum Prepared {
     /// `conv3x3` on plain flex: Winograd-transformed weights.
     Cpu(Arc<CpuVgg16>),
     /// `conv3x3-gpu` on burn's CubeCL devices (WebGPU, wgpu): packed weights on the device.
-    #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+    #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "webgpu"))]
     Gpu(Arc<GpuVgg16>),
 }
 
@@ -121,12 +121,12 @@ pub enum GpuPrecision {
 }
 
 impl Prepared {
-    #[cfg_attr(not(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32")), allow(unused_variables))]
+    #[cfg_attr(not(any(feature = "wgpu", feature = "vulkan", feature = "webgpu")), allow(unused_variables))]
     fn for_device(features: &[VggLayer], device: &Device, precision: GpuPrecision) -> Option<Self> {
         if is_plain_cpu(device) {
             return CpuVgg16::new(features).map(|cpu| Self::Cpu(Arc::new(cpu)));
         }
-        #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+        #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "webgpu"))]
         if is_plain_gpu(device) {
             return GpuVgg16::new(features, device, precision).map(|gpu| Self::Gpu(Arc::new(gpu)));
         }
@@ -138,7 +138,7 @@ impl Prepared {
         match self {
             Self::Cpu(_) => is_plain_cpu(device),
             // Packed on the device the weights lived on when prepared (a plain GPU device).
-            #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+            #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "webgpu"))]
             Self::Gpu(gpu) => gpu.device() == device,
         }
     }
@@ -194,7 +194,7 @@ impl Vgg16 {
     /// ([`GpuPrecision::Fastest`] on an adapter with `shader-f16`).
     pub fn computes_in_f16(&self) -> bool {
         match &self.prepared {
-            #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+            #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "webgpu"))]
             Some(Prepared::Gpu(gpu)) => gpu.in_f16(),
             _ => false,
         }
@@ -258,7 +258,7 @@ impl Vgg16 {
     fn run(&self, mut x: Tensor<4>, mut at_block_end: Option<&mut dyn FnMut(Tensor<4>)>) -> Tensor<4> {
         match self.prepared_for(&x) {
             Some(Prepared::Cpu(cpu)) => return cpu.run(x, at_block_end),
-            #[cfg(any(feature = "wgpu", feature = "vulkan", target_arch = "wasm32"))]
+            #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "webgpu"))]
             Some(Prepared::Gpu(gpu)) => return gpu.run(x, at_block_end),
             None => {}
         }

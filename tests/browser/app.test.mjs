@@ -4,10 +4,13 @@
 //   LOUPE_FULL    a weights folder with full VGG16 models (the shipped weights/ when present)
 //   LOUPE_TINY    a weights folder with tiny-width models (fast crops on SwiftShader)
 // Both backends: WebGPU (--enable-unsafe-webgpu, SwiftShader) and the CPU fallback (no flag).
+// `loupe serve` makes the pages cross-origin isolated, so the CPU fallback runs the threaded build
+// (www/pkg-threads/, when scripts/build-web.sh could make it); the single-threaded CPU build is
+// checked here in the page itself and runs in npm-package.test.mjs (a host without isolation).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,6 +31,10 @@ const truncatedJpeg = join(scratch, "truncated.jpg");
 writeFileSync(truncatedJpeg, readFileSync(join(fixtures, "rocket.jpg")).subarray(0, 700));
 const photo = join(fixtures, "rocket.jpg");
 const batch = ["rocket.jpg", "coffee.jpg", "chelsea.jpg"].map((f) => join(fixtures, f));
+
+// The threaded build needs the nightly toolchain; without it the CPU fallback runs single-threaded.
+const threadedBuilt = existsSync(join(root, "www", "pkg-threads", "loupe_bg.wasm"));
+if (!threadedBuilt) console.log("www/pkg-threads was not built (no nightly toolchain): the CPU tests run the single-threaded build");
 
 const FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic"];
 const servers = [];
@@ -114,6 +121,12 @@ for (const backend of ["webgpu", "cpu"]) {
       const hasF16 = backend === "webgpu" && (await page.evaluate(async () => (await navigator.gpu.requestAdapter())?.features.has("shader-f16") ?? false));
       assert.equal(await page.evaluate(() => document.body.dataset.precision), hasF16 ? "f16" : "f32");
       console.log(`${backend}: computes in ${hasF16 ? "f16" : "f32"}`);
+      // Threads: the threaded build on the CPU fallback of an isolated page with several cores.
+      const { isolated, cores } = await page.evaluate(() => ({ isolated: crossOriginIsolated, cores: navigator.hardwareConcurrency }));
+      assert.equal(isolated, true, "loupe serve isolates the app's pages");
+      const threads = Number(await page.evaluate(() => document.body.dataset.threads));
+      assert.equal(threads, backend === "cpu" && threadedBuilt && cores > 1 ? cores : 1);
+      console.log(`${backend}: computes on ${threads} thread(s) of ${cores} cores`);
       await upload(photo);
       const seconds = (Date.now() - started) / 1000;
       console.log(`${backend}: time to first score (page load + weights + one VGG16 forward for both heads) ${seconds.toFixed(1)} s`);
@@ -132,6 +145,53 @@ for (const backend of ["webgpu", "cpu"]) {
       assert.ok(shown.histogramModel.difficulty, JSON.stringify(shown));
       assert.equal(await page.locator("#difficulty").textContent(), shown.histogramModel.difficulty);
       await page.screenshot({ path: join(artifacts, `${backend}-score.png`), fullPage: true });
+    });
+
+    test("the single-threaded CPU build, run in the page, scores like the native CLI too", { skip: backend !== "cpu" }, async () => {
+      // What pages without cross-origin isolation (most host sites) run where WebGPU is missing.
+      await open(fullUrl);
+      const shown = await page.evaluate(async (bytes) => {
+        const pkg = await import("/pkg/loupe.js");
+        await pkg.default({ module_or_path: "/pkg/loupe_bg.wasm" });
+        const { fetchWeights } = await import("/weights.js");
+        const loupe = await pkg.Loupe.create(true);
+        for (const file of await fetchWeights(new URL("/weights/", location.href).href, () => {})) loupe.loadWeights(file.bytes);
+        return { backend: loupe.backend, threads: loupe.threads, result: await loupe.score(new Uint8Array(bytes)) };
+      }, [...readFileSync(photo)]);
+      assert.deepEqual([shown.backend, shown.threads], ["cpu", 1]);
+      const native = nativeScores(LOUPE_FULL, photo);
+      assert.ok(Math.abs(shown.result.regression.score - native.regression.score) < 1e-3, `wasm ${shown.result.regression.score} vs native ${native.regression.score}`);
+      assert.ok(Math.abs(shown.result.histogramModel.score - native.histogram.score) < 1e-3, `wasm ${shown.result.histogramModel.score} vs native ${native.histogram.score}`);
+      assert.ok(Math.abs(shown.result.histogramModel.std - native.histogram.std) < 1e-3);
+    });
+
+    test("where the page's CSP refuses the pool's blob: workers, the app runs on one thread instead", { skip: backend !== "cpu" || !threadedBuilt }, async () => {
+      // The worker script's policy without blob: in worker-src, as a host site's stricter one.
+      const context = await browser.newContext();
+      let rewritten = false;
+      await context.route("**/worker.js", async (route) => {
+        const response = await route.fetch();
+        const csp = response.headers()["content-security-policy"];
+        const strict = csp.replace("worker-src 'self' blob:", "worker-src 'self'");
+        rewritten = strict !== csp;
+        await route.fulfill({ response, headers: { ...response.headers(), "content-security-policy": strict } });
+      });
+      try {
+        const strictPage = await context.newPage();
+        const warnings = [];
+        strictPage.on("console", (message) => message.type() === "warning" && warnings.push(message.text()));
+        await strictPage.goto(tinyUrl);
+        await strictPage.waitForFunction(() => document.body.dataset.ready === "true" || !document.getElementById("error").hidden, null, { timeout: 300_000 });
+        assert.ok(rewritten, "the served worker's CSP allows blob: workers, and the test took it out");
+        assert.equal(await strictPage.locator("#error").isHidden(), true, await strictPage.locator("#error").textContent());
+        assert.deepEqual(await strictPage.evaluate(() => [document.body.dataset.backend, document.body.dataset.threads]), ["cpu", "1"]);
+        assert.ok(warnings.some((w) => /threaded build did not start \(.*worker-src/.test(w)), JSON.stringify(warnings));
+        await strictPage.setInputFiles("#files", photo);
+        await strictPage.waitForFunction(() => "result" in document.getElementById("score").dataset || !document.getElementById("error").hidden, null, { timeout: 300_000 });
+        assert.equal(await strictPage.locator("#error").isHidden(), true, await strictPage.locator("#error").textContent());
+      } finally {
+        await context.close();
+      }
     });
 
     test("a text file named .jpg and a truncated JPEG show errors, and the app keeps working", async () => {
@@ -158,7 +218,8 @@ for (const backend of ["webgpu", "cpu"]) {
     test("a crashed worker is restarted: the photo in flight fails with the reason, the next one scores", async () => {
       await open(tinyUrl);
       await upload(photo);
-      const [worker] = page.workers();
+      // The app's worker (the threaded build's pool workers are listed too).
+      const worker = page.workers().find((w) => w.url().endsWith("/worker.js"));
       assert.ok(worker, "the app's inference worker");
       // What a WebAssembly trap escaping the worker looks like to the page: an uncaught error there.
       await worker.evaluate(() => {
