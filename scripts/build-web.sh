@@ -31,16 +31,11 @@ echo "== building the wasm (release, WebGPU + CPU)"
 cargo build --release --locked --lib --target wasm32-unknown-unknown -p loupe --features webgpu
 bindgen "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release/loupe.wasm" www/pkg
 
-if [ "${LOUPE_THREADS:-1}" = 0 ]; then
-  echo "== threaded build skipped (LOUPE_THREADS=0)"
-  rm -rf www/pkg-threads
-  exit 0
-fi
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-  echo "== threaded build skipped: the nightly toolchain is missing (rustup toolchain install nightly, then rerun)"
-  rm -rf www/pkg-threads
-  exit 0
-fi
+# No stale threaded build is left behind for pages to load.
+skip_threads() { echo "== threaded build skipped: $1"; rm -rf www/pkg-threads; exit 0; }
+[ "${LOUPE_THREADS:-1}" != 0 ] || skip_threads "LOUPE_THREADS=0"
+rustup run nightly rustc --version >/dev/null 2>&1 ||
+  skip_threads "the nightly toolchain is missing (rustup toolchain install nightly, then rerun)"
 rustup component list --toolchain nightly --installed | grep -q '^rust-src' || rustup component add rust-src --toolchain nightly
 rustup target list --toolchain nightly --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown --toolchain nightly
 echo "== building the wasm (release, CPU on threads; nightly, build-std)"

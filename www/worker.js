@@ -11,16 +11,15 @@ let queue = Promise.resolve();
 const messageOf = (error) => String(error?.message || error);
 
 // Which build to load: the threaded CPU build (pkg-threads/) where it can help — the page is
-// cross-origin isolated (threads need SharedArrayBuffer), there is more than one core, WebGPU is
-// refused or missing, and the build was made — else the main one (pkg/: WebGPU, CPU fallback).
+// cross-origin isolated (threads need SharedArrayBuffer), there is more than one core, and WebGPU
+// is refused or missing — else the main one (pkg/: WebGPU, CPU fallback). Where the threaded
+// build was not made, loading it fails and setUp falls back to the main one.
 const MAIN_BUILD = { dir: "./pkg/", threads: 0 };
 async function chooseBuild(forceCpu) {
   const cores = navigator.hardwareConcurrency || 1;
   if (!self.crossOriginIsolated || cores < 2) return MAIN_BUILD;
   if (!forceCpu && (await navigator.gpu?.requestAdapter().catch(() => null))) return MAIN_BUILD;
-  const threaded = { dir: "./pkg-threads/", threads: cores };
-  const built = await fetch(new URL(`${threaded.dir}loupe_bg.wasm`, import.meta.url), { method: "HEAD" }).catch(() => null);
-  return built?.ok ? threaded : MAIN_BUILD;
+  return { dir: "./pkg-threads/", threads: cores };
 }
 
 // A build's glue, its wasm instantiated, and for the threaded build its pool started.
@@ -60,8 +59,8 @@ async function setUp({ forceCpu, base }) {
   // a warm start, and a test run stalled once while both ran on WebGPU.
   const pkg = await load(build).catch((error) => {
     if (!build.threads) throw error;
-    // A CSP that refuses the pool's workers, or a device that cannot reserve the shared memory
-    // (4 GiB of address space, up front): one thread is slower, not broken.
+    // A build that was not made, a CSP that refuses the pool's workers, or a device that cannot
+    // reserve the shared memory (4 GiB of address space, up front): one thread is slower, not broken.
     console.warn(`Loupe's threaded build did not start (${messageOf(error)}); using one thread`);
     return load(MAIN_BUILD);
   });

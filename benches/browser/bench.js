@@ -16,23 +16,32 @@ async function timed(run) {
   return { ms: performance.now() - started, result };
 }
 
+/**
+ * A first score, `scores` more, and optionally one 1:1 crop of the photo, through `score()` and
+ * `crop(options)` (the wasm API or the app's client).
+ */
+async function scoresAndCrop({ score, crop }, { scores, cropCandidates, rerank }) {
+  const first = await timed(score); // includes shader compiles / first-touch
+  const times = [];
+  for (let i = 0; i < scores; i++) times.push((await timed(score)).ms);
+  let cropped = null;
+  if (cropCandidates > 0) {
+    const run = await timed(() => crop({ aspect: "1:1", candidates: cropCandidates, seed: 1, rerank }));
+    cropped = { ms: run.ms, best: run.result.topCrop };
+  }
+  return { firstScoreMs: first.ms, scoreMs: times, score: first.result.score, crop: cropped };
+}
+
 /** Loupe's wasm API on one backend: weight loading, `scores` scores, and optionally one crop. */
-window.loupeBench = async ({ forceCpu, scores, cropCandidates, rerank }) => {
+window.loupeBench = async ({ forceCpu, ...runs }) => {
   await init({ module_or_path: "/pkg/loupe_bg.wasm" });
   const loupe = await Loupe.create(forceCpu);
   const load = await timed(async () => {
     for (const { bytes } of await fetchWeights(new URL("/weights/", location.href).href, () => {})) loupe.loadWeights(bytes);
   });
   const bytes = await photoBytes();
-  const first = await timed(() => loupe.score(bytes)); // includes shader compiles / first-touch
-  const times = [];
-  for (let i = 0; i < scores; i++) times.push((await timed(() => loupe.score(bytes))).ms);
-  let crop = null;
-  if (cropCandidates > 0) {
-    const run = await timed(() => loupe.crop(bytes, { aspect: "1:1", candidates: cropCandidates, seed: 1, rerank }));
-    crop = { ms: run.ms, best: run.result.topCrop };
-  }
-  return { backend: loupe.backend, precision: loupe.precision, loadMs: load.ms, firstScoreMs: first.ms, scoreMs: times, score: first.result.score, crop };
+  const measured = await scoresAndCrop({ score: () => loupe.score(bytes), crop: (options) => loupe.crop(bytes, options) }, runs);
+  return { backend: loupe.backend, precision: loupe.precision, loadMs: load.ms, ...measured };
 };
 
 /**
@@ -40,19 +49,12 @@ window.loupeBench = async ({ forceCpu, scores, cropCandidates, rerank }) => {
  * threaded build (www/pkg-threads/, on every core) when it was built. Threads block while they
  * wait for each other, which only a worker may do, so this is timed through the app's client.
  */
-window.workerBench = async ({ scores, cropCandidates, rerank }) => {
+window.workerBench = async (runs) => {
   const client = new LoupeClient({ forceCpu: true, timeoutMs: 3_600_000 });
   const { backend, threads, timings } = await client.ready;
   const bytes = (await photoBytes()).buffer;
-  const first = await timed(() => client.score(bytes.slice(0)));
-  const times = [];
-  for (let i = 0; i < scores; i++) times.push((await timed(() => client.score(bytes.slice(0)))).ms);
-  let crop = null;
-  if (cropCandidates > 0) {
-    const run = await timed(() => client.crop(bytes.slice(0), { aspect: "1:1", candidates: cropCandidates, seed: 1, rerank }));
-    crop = { ms: run.ms, best: run.result.topCrop };
-  }
-  return { backend, threads, loadMs: timings.loadMs, firstScoreMs: first.ms, scoreMs: times, score: first.result.score, crop };
+  const measured = await scoresAndCrop({ score: () => client.score(bytes), crop: (options) => client.crop(bytes, options) }, runs);
+  return { backend, threads, loadMs: timings.loadMs, ...measured };
 };
 
 /** onnxruntime-web on the same 13-conv VGG16 graph: one 224x224 forward, `runs` times. */
