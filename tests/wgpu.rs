@@ -60,20 +60,29 @@ fn prepared_backbone_on_wgpu_matches_burns_conv2d() {
     assert!(!plain.backbone.is_prepared_for(&gpu));
     assert!(!prepared.backbone.is_prepared_for(&flex), "weights packed on the GPU do not serve the CPU");
 
-    // Lavapipe takes most of a minute per VGG16 pass at 224x224: one photo.
+    // Lavapipe takes most of a minute per VGG16 pass at 224x224: one photo, whose features
+    // (the map and the block statistics) are compared relative to their largest value, and its
+    // score on the scale of a score (1..10): the head is untrained, drawn anew in each run, and
+    // its output can lie anywhere near 0, where an error relative to the output itself means
+    // nothing (this test failed on one such draw at 1.1e-3 "relative" for 1.2e-5 absolute).
     let input = input_batch(&[decode_image(&fixture_bytes("rocket.jpg")).unwrap()], InputConvention::CaffeBgr, &gpu);
-    let expected = to_vec(plain.forward(input.clone()));
-    let actual = to_vec(prepared.forward(input.clone()));
-    let error = relative_error(&actual, &expected);
-    println!("scores: prepared (f32) vs burn's conv2d on wgpu, relative error {error:.2e}");
-    assert!(error < 1e-3, "scores: {error}");
+    // Features within `tolerance` of their largest value, the score within 1e-3 of a score's scale.
+    let compare = |net: &AestheticNet, what: &str, tolerance: f32| {
+        let (actual, expected) = (net.features(input.clone()), plain.features(input.clone()));
+        let map = relative_error(&to_vec(actual.map.clone()), &to_vec(expected.map.clone()));
+        let statistics = relative_error(&to_vec(actual.block_statistics.clone().unwrap()), &to_vec(expected.block_statistics.clone().unwrap()));
+        let score = relative_error_with_floor(&to_vec(net.head.forward(actual)), &to_vec(plain.head.forward(expected)), 1.0);
+        println!("{what} vs burn's conv2d on wgpu: map {map:.2e}, block statistics {statistics:.2e}, score {score:.2e} (relative)");
+        assert!(map < tolerance && statistics < tolerance && score < 1e-3, "{what}: map {map}, statistics {statistics}, score {score}");
+    };
+    compare(&prepared, "prepared (f32)", 1e-3);
     assert!(!prepared.backbone.computes_in_f16());
     let mut fastest = plain.clone();
     fastest.backbone.prepare_for(&gpu);
     println!("fastest precision on this adapter: f16 {}", fastest.backbone.computes_in_f16());
-    let error = relative_error(&to_vec(fastest.forward(input)), &expected);
-    println!("scores: prepared (fastest: f16 where the adapter has it) vs burn's conv2d on wgpu, relative error {error:.2e}");
-    assert!(error < 1e-3, "scores at the fastest precision: {error}");
+    // f16 keeps 11 significant bits: each stored activation is rounded within 4.9e-4 of itself,
+    // and the block-5 map has been stored 13 times (1.0e-3 of its largest value on lavapipe).
+    compare(&fastest, "prepared (fastest: f16 where the adapter has it)", 2e-3);
 
     // A crop level's whole-photo pass (small, not square): block grids and the map.
     let level = Tensor::<4>::random([1, 3, 64, 96], Distribution::Normal(0.0, 60.0), &gpu);
