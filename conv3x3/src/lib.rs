@@ -7,19 +7,30 @@
 //! while the output is written, and there is one level of parallelism (tiles of the image,
 //! spread over rayon's pool; never nested inside the matrix products).
 //!
-//! The arithmetic is Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms
-//! for Convolutional Neural Networks", 2016): each 2x2 block of outputs comes from a 4x4 block
-//! of inputs through 16 element-wise products instead of 36 multiplications, and across
-//! channels those 16 products are 16 matrix products ([`gemm`]):
+//! The arithmetic is Winograd's minimal filtering F(m x m, 3x3) (Lavin & Gray, "Fast Algorithms
+//! for Convolutional Neural Networks", 2016), with output tiles of m = 2 or 4: each m x m block
+//! of outputs comes from an (m+2) x (m+2) block of inputs through (m+2)² element-wise products
+//! instead of 9m² multiplications, and across channels those products are (m+2)² matrix
+//! products ([`gemm`]):
 //!
 //! ```text
-//! Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A      (per 2x2 output tile, summed over input channels)
+//! Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A      (per output tile, summed over input channels)
 //! ```
 //!
 //! `U = G g Gᵀ` is computed at construction; per tile, `V = Bᵀ d B` (the input transform), then
-//! `M_k = V_k · U_k` for the 16 positions `k` (the GEMMs, over a chunk of tiles at once), then
+//! `M_k = V_k · U_k` for every position `k` (the GEMMs, over a chunk of tiles at once), then
 //! `Aᵀ M A` (the output transform) with bias and ReLU. A layer with few input channels (an RGB
 //! first layer) is one GEMM over 3x3 neighbourhoods (im2col) instead.
+//!
+//! Which tile ([`WinogradTile`]): F(4x4, 3x3) needs 2.25 products per output where F(2x2, 3x3)
+//! needs 4, and the GEMMs are most of a layer's time, so it runs the Winograd layers of VGG16's
+//! blocks 1-3 about 1.5x faster (the conv3x3 bench at 224x224, 2 cores: 66.6 ms → 45.1 ms). Its
+//! transformed weights are 36/9 = 4x the filter's (F(2x2, 3x3): 16/9), and on VGG16's
+//! 512-channel layers, whose maps are small (28x28 and 14x14 at 224x224), its 4x4 tiles overhang
+//! the edges and give the GEMMs few rows: there it was no faster (40.3 ms vs 40.4 ms) and would
+//! add 115 MB of weights. So layers with more than [`LARGE_TILE_MAX_CHANNELS`] output
+//! channels use F(2x2, 3x3). F(4x4, 3x3)'s transforms use the points 0, ±1, ±2, whose small
+//! constants keep f32 rounding within a few 1e-5 of the largest output (tests/winograd.rs).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -101,10 +112,18 @@ pub enum Activation {
     Relu,
 }
 
-/// Tiles a work item handles at once: the item's transformed inputs (16 x tiles x channels
-/// floats) stay around 2 MB, so they and the products are still in cache when read back.
-const CHUNK_FLOATS: usize = 1 << 15;
-const MIN_CHUNK_TILES: usize = 16;
+/// The largest output tile side, input block side and number of transformed positions (F(4x4,
+/// 3x3)): the size of the per-tile arrays, of which F(2x2, 3x3) uses the first 4 and 16.
+const MAX_BLOCK: usize = 6;
+const MAX_POSITIONS: usize = MAX_BLOCK * MAX_BLOCK;
+const MAX_TILE_OUTPUTS: usize = 16;
+/// Layers with at most this many output channels use 4x4 output tiles, wider ones 2x2 (see the
+/// crate's documentation).
+pub const LARGE_TILE_MAX_CHANNELS: usize = 256;
+/// Tiles a work item handles at once: the item's transformed inputs (positions x tiles x
+/// channels floats) stay around 2 MB, so they and the products are still in cache when read back.
+const CHUNK_FLOATS: usize = 1 << 19;
+const MIN_CHUNK_TILES: usize = 8;
 const MAX_CHUNK_TILES: usize = 512;
 /// Output channels a work item computes at least, when small layers are split by channel too.
 const MIN_CHANNEL_BLOCK: usize = 32;
@@ -120,10 +139,11 @@ pub struct Conv3x3 {
 
 #[derive(Clone, Debug)]
 enum Method {
-    /// `U = G g Gᵀ` for every (input, output) channel pair, laid out `[16][in][out]`: position
-    /// `k` of the 4x4 transform is one row-major `in x out` matrix, the right-hand side of a GEMM.
-    Winograd { transformed: Vec<f32> },
-    /// Few input channels (an RGB first layer): Winograd's 16 products would each be a GEMM with
+    /// `U = G g Gᵀ` for every (input, output) channel pair, laid out `[position][in][out]`:
+    /// each position of the transformed block is one row-major `in x out` matrix, the right-hand
+    /// side of a GEMM.
+    Winograd { tile: WinogradTile, transformed: Vec<f32> },
+    /// Few input channels (an RGB first layer): Winograd's products would each be a GEMM with
     /// an inner dimension of 3, all memory traffic. Instead each output pixel's 3x3 neighbourhood
     /// becomes one row (im2col) and one GEMM with the weights laid out `[(ky, kx, in)][out]`.
     Im2col { weights: Vec<f32> },
@@ -165,19 +185,20 @@ impl Conv3x3 {
             }
             Method::Im2col { weights }
         } else {
-            let mut transformed = vec![0.0; 16 * in_channels * out_channels];
-            // Output channels innermost: the 16 writes per filter then advance through 16
-            // contiguous rows instead of striding across the whole matrix.
+            let tile = WinogradTile::for_layer(out_channels);
+            let mut transformed = vec![0.0; tile.positions() * in_channels * out_channels];
+            // Output channels innermost: the writes per filter then advance through contiguous
+            // rows instead of striding across the whole matrix.
             for i in 0..in_channels {
                 for o in 0..out_channels {
                     let start = (o * in_channels + i) * 9;
                     let g: &[f32; 9] = weight[start..start + 9].try_into().expect("a slice of 9");
-                    for (k, u) in transform_filter(g).into_iter().enumerate() {
+                    for (k, u) in tile.transform_filter(g).into_iter().enumerate() {
                         transformed[(k * in_channels + i) * out_channels + o] = u;
                     }
                 }
             }
-            Method::Winograd { transformed }
+            Method::Winograd { tile, transformed }
         };
         Ok(Self { in_channels, out_channels, method, bias })
     }
@@ -200,27 +221,37 @@ impl Conv3x3 {
         if output.data.is_empty() {
             return Ok(output);
         }
-        let transformed = match &self.method {
-            Method::Winograd { transformed } => transformed,
-            Method::Im2col { weights } => {
-                self.forward_im2col(input, weights, activation, &mut output.data);
-                return Ok(output);
-            }
-        };
-        let plan = Plan::new(input, self.in_channels, self.out_channels);
+        match &self.method {
+            Method::Winograd { tile: WinogradTile::Small, transformed } => self.forward_winograd::<2>(input, transformed, activation, &mut output),
+            Method::Winograd { tile: WinogradTile::Large, transformed } => self.forward_winograd::<4>(input, transformed, activation, &mut output),
+            Method::Im2col { weights } => self.forward_im2col(input, weights, activation, &mut output.data),
+        }
+        Ok(output)
+    }
+
+    /// Which output tile the layer uses (`None`: im2col).
+    pub fn winograd_tile(&self) -> Option<WinogradTile> {
+        match self.method {
+            Method::Winograd { tile, .. } => Some(tile),
+            Method::Im2col { .. } => None,
+        }
+    }
+
+    /// [`Method::Winograd`] with `T x T` output tiles.
+    fn forward_winograd<const T: usize>(&self, input: &Nhwc, transformed: &[f32], activation: Activation, output: &mut Nhwc) {
+        let plan = Plan::new(input, T, self.in_channels, self.out_channels);
         let out_ptr = SharedOutput(output.data.as_mut_ptr());
         let run = |item: usize| {
             let (chunk, block) = (item / plan.channel_blocks, item % plan.channel_blocks);
             let tiles = chunk * plan.chunk_tiles..((chunk + 1) * plan.chunk_tiles).min(plan.tiles);
             let first = block * plan.channel_block;
             let channels = first..(first + plan.channel_block).min(self.out_channels);
-            // SAFETY: every work item writes only the outputs of its own tiles (disjoint 2x2
+            // SAFETY: every work item writes only the outputs of its own tiles (disjoint T x T
             // pixel blocks) in its own range of output channels, so no two items write the same
             // element, and `output` outlives the parallel loop.
-            unsafe { self.run_item(input, transformed, &plan, tiles, channels, activation, out_ptr) };
+            unsafe { self.run_item::<T>(input, transformed, &plan, tiles, channels, activation, out_ptr) };
         };
         parallel_for(plan.chunks * plan.channel_blocks, run);
-        Ok(output)
     }
 
     /// Transform the inputs of `tiles`, multiply, and write outputs `channels` of those tiles.
@@ -229,7 +260,7 @@ impl Conv3x3 {
     /// `output` points to the `[N, H, W, out]` output of `input`'s shape; no other thread writes
     /// the elements of these tiles and channels meanwhile.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run_item(
+    unsafe fn run_item<const T: usize>(
         &self,
         input: &Nhwc,
         transformed: &[f32],
@@ -242,13 +273,14 @@ impl Conv3x3 {
         let (cin, cout) = (self.in_channels, self.out_channels);
         let count = tiles.len();
         let width = channels.len();
+        let positions = (T + 2) * (T + 2);
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let (zeros, transformed_input, products) = scratch.split(cin, 16 * count * cin, 16 * count * width);
+            let (zeros, transformed_input, products) = scratch.split(cin, positions * count * cin, positions * count * width);
             for (local, tile) in tiles.clone().enumerate() {
-                transform_input_tile(input, plan.tile_origin(tile), zeros, local, count, transformed_input);
+                transform_input_tile::<T>(input, plan.tile_origin(tile), zeros, local, count, transformed_input);
             }
-            for k in 0..16 {
+            for k in 0..positions {
                 let lhs = &transformed_input[k * count * cin..(k + 1) * count * cin];
                 let rhs = &transformed[k * cin * cout + channels.start..];
                 let dst = &mut products[k * count * width..(k + 1) * count * width];
@@ -258,12 +290,12 @@ impl Conv3x3 {
             let bias = &self.bias[channels.clone()];
             for (local, tile) in tiles.enumerate() {
                 let (n, y, x) = plan.tile_origin(tile);
-                // The 2x2 outputs of this tile that lie inside the image.
-                let rows = 2.min(input.height - y);
-                let columns = 2.min(input.width - x);
-                let mut targets: [&mut [f32]; 4] = Default::default();
-                for (slot, target) in targets.iter_mut().enumerate() {
-                    let (dy, dx) = (slot / 2, slot % 2);
+                // The T x T outputs of this tile that lie inside the image.
+                let rows = T.min(input.height - y);
+                let columns = T.min(input.width - x);
+                let mut targets: [&mut [f32]; MAX_TILE_OUTPUTS] = Default::default();
+                for (slot, target) in targets.iter_mut().enumerate().take(T * T) {
+                    let (dy, dx) = (slot / T, slot % T);
                     if dy < rows && dx < columns {
                         let pixel = (n * input.height + y + dy) * input.width + x + dx;
                         // SAFETY: inside the output (the pixel exists, channels ⊆ 0..cout), and
@@ -271,7 +303,7 @@ impl Conv3x3 {
                         *target = unsafe { std::slice::from_raw_parts_mut(output.0.add(pixel * cout + channels.start), width) };
                     }
                 }
-                transform_output_tile(products, local, count, width, bias, activation, targets);
+                transform_output_tile::<T>(products, local, count, width, bias, activation, targets);
             }
         });
     }
@@ -360,6 +392,8 @@ fn matmul([m, n, k]: [usize; 3], dst: &mut [f32], lhs: &[f32], rhs: &[f32], rhs_
 /// How a layer's tiles are split into work items: chunks of tiles, times blocks of output
 /// channels when there are too few chunks to keep every thread busy.
 struct Plan {
+    /// Output tile side.
+    side: usize,
     tiles_y: usize,
     tiles_x: usize,
     tiles: usize,
@@ -370,11 +404,13 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(input: &Nhwc, in_channels: usize, out_channels: usize) -> Self {
-        let (tiles_y, tiles_x) = (input.height.div_ceil(2), input.width.div_ceil(2));
+    /// For `side x side` output tiles.
+    fn new(input: &Nhwc, side: usize, in_channels: usize, out_channels: usize) -> Self {
+        let (tiles_y, tiles_x) = (input.height.div_ceil(side), input.width.div_ceil(side));
         let tiles = input.batch * tiles_y * tiles_x;
         let threads = threads();
-        let target = (CHUNK_FLOATS / in_channels.max(out_channels)).clamp(MIN_CHUNK_TILES, MAX_CHUNK_TILES);
+        let positions = (side + 2) * (side + 2);
+        let target = (CHUNK_FLOATS / positions / in_channels.max(out_channels)).clamp(MIN_CHUNK_TILES, MAX_CHUNK_TILES);
         // Equal chunks, as many as a multiple of the threads: 4 chunks of 64, 64, 64 and 4 tiles
         // would leave one thread idle for a third of the layer.
         let mut chunks = tiles.div_ceil(target);
@@ -389,56 +425,92 @@ impl Plan {
         // Blocks of whole SIMD registers (16 floats) keep the GEMM's columns aligned.
         let channel_block = out_channels.div_ceil(blocks).next_multiple_of(16).min(out_channels);
         let channel_blocks = out_channels.div_ceil(channel_block);
-        Self { tiles_y, tiles_x, tiles, chunk_tiles, chunks, channel_block, channel_blocks }
+        Self { side, tiles_y, tiles_x, tiles, chunk_tiles, chunks, channel_block, channel_blocks }
     }
 
-    /// Image, top row and left column of tile `tile`'s 2x2 outputs.
+    /// Image, top row and left column of tile `tile`'s outputs.
     fn tile_origin(&self, tile: usize) -> (usize, usize, usize) {
         let per_image = self.tiles_y * self.tiles_x;
         let (n, t) = (tile / per_image, tile % per_image);
-        (n, 2 * (t / self.tiles_x), 2 * (t % self.tiles_x))
+        (n, self.side * (t / self.tiles_x), self.side * (t % self.tiles_x))
     }
 }
 
-/// `G g Gᵀ` for one 3x3 filter `g` (row-major): the 4x4 transformed filter, row-major.
-fn transform_filter(g: &[f32; 9]) -> [f32; 16] {
-    // G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1], applied to the rows, then to the columns.
-    let row = |r: [f32; 3]| [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
-    let rows = [[g[0], g[1], g[2]], [g[3], g[4], g[5]], [g[6], g[7], g[8]]];
-    let column = |j: usize| [rows[0][j], rows[1][j], rows[2][j]];
-    // Gg (4x3), by columns.
-    let gg: [[f32; 4]; 3] = [row(column(0)), row(column(1)), row(column(2))];
-    let mut u = [0.0; 16];
-    for i in 0..4 {
-        let transformed = row([gg[0][i], gg[1][i], gg[2][i]]);
-        u[i * 4..i * 4 + 4].copy_from_slice(&transformed);
-    }
-    u
+/// The output tile of a Winograd layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinogradTile {
+    /// F(2x2, 3x3): 2x2 outputs from 4x4 inputs, 16 products.
+    Small,
+    /// F(4x4, 3x3): 4x4 outputs from 6x6 inputs, 36 products.
+    Large,
 }
 
-/// `Bᵀ d B` for the 4x4 input block whose centre 2x2 is the tile at `(n, y, x)`, for every input
-/// channel, into `out[k][local][c]` (zero outside the image: the padding).
-fn transform_input_tile(input: &Nhwc, (n, y, x): (usize, usize, usize), zeros: &[f32], local: usize, count: usize, out: &mut [f32]) {
+impl WinogradTile {
+    fn for_layer(out_channels: usize) -> Self {
+        if out_channels <= LARGE_TILE_MAX_CHANNELS { Self::Large } else { Self::Small }
+    }
+
+    fn block(self) -> usize {
+        match self {
+            Self::Small => 4,
+            Self::Large => 6,
+        }
+    }
+
+    fn positions(self) -> usize {
+        self.block() * self.block()
+    }
+
+    /// `G g Gᵀ` for one 3x3 filter `g` (row-major): the transformed filter, row-major. In f64,
+    /// rounded once: F(4x4, 3x3)'s sixths and twenty-fourths are not exact in f32.
+    fn transform_filter(self, g: &[f32; 9]) -> Vec<f32> {
+        const SMALL: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+        const LARGE: [[f64; 3]; 6] = [
+            [0.25, 0.0, 0.0],
+            [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+            [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+            [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+            [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+            [0.0, 0.0, 1.0],
+        ];
+        let g_matrix: &[[f64; 3]] = match self {
+            Self::Small => &SMALL,
+            Self::Large => &LARGE,
+        };
+        // G g: block x 3.
+        let gg: Vec<[f64; 3]> = g_matrix.iter().map(|row| std::array::from_fn(|j| (0..3).map(|k| row[k] * f64::from(g[k * 3 + j])).sum())).collect();
+        gg.iter().flat_map(|left| g_matrix.iter().map(move |right| (0..3).map(|k| left[k] * right[k]).sum::<f64>() as f32)).collect()
+    }
+}
+
+/// `Bᵀ d B` for the (T+2) x (T+2) input block around the tile at `(n, y, x)` (one pixel of
+/// padding on every side of its T x T outputs), for every input channel, into
+/// `out[k][local][c]` (zero outside the image: the padding).
+fn transform_input_tile<const T: usize>(input: &Nhwc, (n, y, x): (usize, usize, usize), zeros: &[f32], local: usize, count: usize, out: &mut [f32]) {
+    let block = T + 2;
     let c = input.channels;
-    let mut d: [&[f32]; 16] = [&zeros[..c]; 16];
-    for i in 0..4 {
+    let mut d: [&[f32]; MAX_POSITIONS] = [&zeros[..c]; MAX_POSITIONS];
+    for i in 0..block {
         let Some(row) = (y + i).checked_sub(1).filter(|&r| r < input.height) else { continue };
-        for j in 0..4 {
+        for j in 0..block {
             if let Some(column) = (x + j).checked_sub(1).filter(|&col| col < input.width) {
                 let pixel = (n * input.height + row) * input.width + column;
-                d[i * 4 + j] = &input.data[pixel * c..(pixel + 1) * c];
+                d[i * block + j] = &input.data[pixel * c..(pixel + 1) * c];
             }
         }
     }
     let mut targets = out.chunks_exact_mut(count * c).map(|plane| &mut plane[local * c..(local + 1) * c]);
-    let mut v: [&mut [f32]; 16] = std::array::from_fn(|_| targets.next().expect("16 planes"));
+    let mut v: [&mut [f32]; MAX_POSITIONS] = std::array::from_fn(|_| Default::default());
+    for slot in v.iter_mut().take(block * block) {
+        *slot = targets.next().expect("a plane per position");
+    }
     let mut ch = 0;
     while ch + LANES <= c {
-        transform_input_lanes::<LANES>(&d, ch, &mut v);
+        transform_input_lanes::<T, LANES>(&d, ch, &mut v);
         ch += LANES;
     }
     while ch < c {
-        transform_input_lanes::<1>(&d, ch, &mut v);
+        transform_input_lanes::<T, 1>(&d, ch, &mut v);
         ch += 1;
     }
 }
@@ -450,65 +522,90 @@ fn lanes<const L: usize>(values: &[f32], at: usize) -> [f32; L] {
     values[at..at + L].try_into().expect("L values")
 }
 
-/// `Bᵀ d B` for channels `ch..ch + L`.
+/// `Bᵀ` applied to the T+2 values of a column or row of the block (the first T+2 entries of `d`),
+/// lane by lane. F(2x2, 3x3): `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`. F(4x4, 3x3):
+/// `Bᵀ = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]`.
 #[inline(always)]
-fn transform_input_lanes<const L: usize>(d: &[&[f32]; 16], ch: usize, v: &mut [&mut [f32]; 16]) {
-    let x: [[f32; L]; 16] = std::array::from_fn(|k| lanes(d[k], ch));
-    // Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: combine rows, then the same on columns.
-    let mut t = [[0.0f32; L]; 16];
-    for j in 0..4 {
-        for l in 0..L {
-            let (d0, d1, d2, d3) = (x[j][l], x[4 + j][l], x[8 + j][l], x[12 + j][l]);
-            t[j][l] = d0 - d2;
-            t[4 + j][l] = d1 + d2;
-            t[8 + j][l] = d2 - d1;
-            t[12 + j][l] = d1 - d3;
+fn input_transform<const T: usize, const L: usize>(d: &[[f32; L]; MAX_BLOCK]) -> [[f32; L]; MAX_BLOCK] {
+    let mut t = [[0.0f32; L]; MAX_BLOCK];
+    for l in 0..L {
+        let [d0, d1, d2, d3, d4, d5] = [d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]];
+        if T == 2 {
+            t[0][l] = d0 - d2;
+            t[1][l] = d1 + d2;
+            t[2][l] = d2 - d1;
+            t[3][l] = d1 - d3;
+        } else {
+            // Shared sums: rows 1-2 and 3-4 differ only in the sign of their odd part.
+            let (even_12, odd_12) = (d4 - 4.0 * d2, d3 - 4.0 * d1);
+            let (even_34, odd_34) = (d4 - d2, 2.0 * (d3 - d1));
+            t[0][l] = 4.0 * d0 - 5.0 * d2 + d4;
+            t[1][l] = even_12 + odd_12;
+            t[2][l] = even_12 - odd_12;
+            t[3][l] = even_34 + odd_34;
+            t[4][l] = even_34 - odd_34;
+            t[5][l] = 4.0 * d1 - 5.0 * d3 + d5;
         }
     }
-    for i in 0..4 {
-        let mut out = [[0.0f32; L]; 4];
-        for l in 0..L {
-            let (t0, t1, t2, t3) = (t[i * 4][l], t[i * 4 + 1][l], t[i * 4 + 2][l], t[i * 4 + 3][l]);
-            out[0][l] = t0 - t2;
-            out[1][l] = t1 + t2;
-            out[2][l] = t2 - t1;
-            out[3][l] = t1 - t3;
-        }
-        for (j, values) in out.iter().enumerate() {
-            v[i * 4 + j][ch..ch + L].copy_from_slice(values);
+    t
+}
+
+/// `Bᵀ d B` for channels `ch..ch + L`.
+#[inline(always)]
+fn transform_input_lanes<const T: usize, const L: usize>(d: &[&[f32]; MAX_POSITIONS], ch: usize, v: &mut [&mut [f32]; MAX_POSITIONS]) {
+    let block = T + 2;
+    // Columns first (Bᵀ d), then the rows of the result (· B).
+    let mut columns = [[[0.0f32; L]; MAX_BLOCK]; MAX_BLOCK];
+    for (j, column) in columns.iter_mut().enumerate().take(block) {
+        let values = std::array::from_fn(|i| if i < block { lanes(d[i * block + j], ch) } else { [0.0; L] });
+        *column = input_transform::<T, L>(&values);
+    }
+    for i in 0..block {
+        let row = input_transform::<T, L>(&std::array::from_fn(|j| columns[j][i]));
+        for (j, values) in row.iter().enumerate().take(block) {
+            v[i * block + j][ch..ch + L].copy_from_slice(values);
         }
     }
 }
 
-/// `Aᵀ M A` for one tile (its 16 products `m[k][local][..]`), plus bias and activation, into the
-/// tile's up to four output pixels (`targets` in row-major order; empty = outside the image).
-fn transform_output_tile(m: &[f32], local: usize, count: usize, width: usize, bias: &[f32], activation: Activation, targets: [&mut [f32]; 4]) {
-    let plane = |k: usize| &m[(k * count + local) * width..(k * count + local + 1) * width];
-    let p: [&[f32]; 16] = std::array::from_fn(plane);
+/// `Aᵀ M A` for one tile (its products `m[k][local][..]`), plus bias and activation, into the
+/// tile's up to T x T output pixels (the first T² `targets`, row-major; empty = outside the image).
+fn transform_output_tile<const T: usize>(
+    m: &[f32],
+    local: usize,
+    count: usize,
+    width: usize,
+    bias: &[f32],
+    activation: Activation,
+    targets: [&mut [f32]; MAX_TILE_OUTPUTS],
+) {
+    let positions = (T + 2) * (T + 2);
+    let plane = |k: usize| if k < positions { &m[(k * count + local) * width..(k * count + local + 1) * width] } else { &[][..] };
+    let p: [&[f32]; MAX_POSITIONS] = std::array::from_fn(plane);
     let bias = &bias[..width];
-    if targets.iter().all(|t| t.len() == width) {
+    if targets.iter().take(T * T).all(|t| t.len() == width) {
         let mut t = targets;
         let mut ch = 0;
         while ch + LANES <= width {
-            let y = output_lanes::<LANES>(&p, bias, ch, activation);
-            for (target, values) in t.iter_mut().zip(&y) {
+            let y = output_lanes::<T, LANES>(&p, bias, ch, activation);
+            for (target, values) in t.iter_mut().zip(&y).take(T * T) {
                 target[ch..ch + LANES].copy_from_slice(values);
             }
             ch += LANES;
         }
         while ch < width {
-            let y = output_lanes::<1>(&p, bias, ch, activation);
-            for (target, values) in t.iter_mut().zip(&y) {
+            let y = output_lanes::<T, 1>(&p, bias, ch, activation);
+            for (target, values) in t.iter_mut().zip(&y).take(T * T) {
                 target[ch] = values[0];
             }
             ch += 1;
         }
     } else {
-        // A tile on the bottom or right edge of an odd-sized image: some outputs fall outside.
+        // A tile on the bottom or right edge: some of its outputs fall outside the image.
         let mut targets = targets;
         for ch in 0..width {
-            let y = output_lanes::<1>(&p, bias, ch, activation);
-            for (target, values) in targets.iter_mut().zip(&y) {
+            let y = output_lanes::<T, 1>(&p, bias, ch, activation);
+            for (target, values) in targets.iter_mut().zip(&y).take(T * T) {
                 if let Some(o) = target.get_mut(ch) {
                     *o = values[0];
                 }
@@ -517,33 +614,54 @@ fn transform_output_tile(m: &[f32], local: usize, count: usize, width: usize, bi
     }
 }
 
-/// `Aᵀ M A` + bias, then the activation, for channels `ch..ch + L`: the tile's outputs
-/// (0,0), (0,1), (1,0), (1,1).
+/// `Aᵀ` applied to the T+2 values of a column or row (the first T+2 entries of `m`), lane by lane,
+/// giving T values. F(2x2, 3x3): `Aᵀ = [1 1 1 0; 0 1 -1 -1]`. F(4x4, 3x3): `Aᵀ = [1 1 1 1 1 0;
+/// 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]`.
 #[inline(always)]
-fn output_lanes<const L: usize>(p: &[&[f32]; 16], bias: &[f32], ch: usize, activation: Activation) -> [[f32; L]; 4] {
-    let m: [[f32; L]; 16] = std::array::from_fn(|k| lanes(p[k], ch));
+fn output_transform<const T: usize, const L: usize>(m: &[[f32; L]; MAX_BLOCK]) -> [[f32; L]; MAX_BLOCK] {
+    let mut y = [[0.0f32; L]; MAX_BLOCK];
+    for l in 0..L {
+        let [m0, m1, m2, m3, m4, m5] = [m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]];
+        if T == 2 {
+            y[0][l] = m0 + m1 + m2;
+            y[1][l] = m1 - m2 - m3;
+        } else {
+            let (sum_12, difference_12) = (m1 + m2, m1 - m2);
+            let (sum_34, difference_34) = (m3 + m4, m3 - m4);
+            y[0][l] = m0 + sum_12 + sum_34;
+            y[1][l] = difference_12 + 2.0 * difference_34;
+            y[2][l] = sum_12 + 4.0 * sum_34;
+            y[3][l] = difference_12 + 8.0 * difference_34 + m5;
+        }
+    }
+    y
+}
+
+/// `Aᵀ M A` + bias, then the activation, for channels `ch..ch + L`: the tile's T x T outputs in
+/// row-major order (the first T² entries).
+#[inline(always)]
+fn output_lanes<const T: usize, const L: usize>(
+    p: &[&[f32]; MAX_POSITIONS],
+    bias: &[f32],
+    ch: usize,
+    activation: Activation,
+) -> [[f32; L]; MAX_TILE_OUTPUTS] {
+    let block = T + 2;
     let b: [f32; L] = lanes(bias, ch);
-    // Aᵀ = [1 1 1 0; 0 1 -1 -1]: combine rows, then columns.
-    let mut s = [[[0.0f32; L]; 4]; 2];
-    for j in 0..4 {
-        for l in 0..L {
-            let (m0, m1, m2, m3) = (m[j][l], m[4 + j][l], m[8 + j][l], m[12 + j][l]);
-            s[0][j][l] = m0 + m1 + m2;
-            s[1][j][l] = m1 - m2 - m3;
-        }
+    // Columns first (Aᵀ M: T x (T+2)), then its rows (· A: T x T).
+    let mut columns = [[[0.0f32; L]; MAX_BLOCK]; MAX_BLOCK];
+    for (j, column) in columns.iter_mut().enumerate().take(block) {
+        let values = std::array::from_fn(|i| if i < block { lanes(p[i * block + j], ch) } else { [0.0; L] });
+        *column = output_transform::<T, L>(&values);
     }
-    let mut y = [[0.0f32; L]; 4];
-    for i in 0..2 {
-        for l in 0..L {
-            let r = [s[i][0][l], s[i][1][l], s[i][2][l], s[i][3][l]];
-            y[2 * i][l] = r[0] + r[1] + r[2] + b[l];
-            y[2 * i + 1][l] = r[1] - r[2] - r[3] + b[l];
-        }
-    }
-    if activation == Activation::Relu {
-        for row in &mut y {
-            for value in row {
-                *value = value.max(0.0);
+    let mut y = [[0.0f32; L]; MAX_TILE_OUTPUTS];
+    for i in 0..T {
+        let row = output_transform::<T, L>(&std::array::from_fn(|j| columns[j][i]));
+        for (j, values) in row.into_iter().enumerate().take(T) {
+            let out = &mut y[i * T + j];
+            for l in 0..L {
+                let value = values[l] + b[l];
+                out[l] = if activation == Activation::Relu { value.max(0.0) } else { value };
             }
         }
     }

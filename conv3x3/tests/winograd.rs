@@ -1,9 +1,9 @@
-//! The convolution against the plain definition — Winograd from 16 input channels, im2col below
-//! — on shapes that exercise every edge:
+//! The convolution against the plain definition — Winograd from 16 input channels (4x4 output
+//! tiles up to 256 output channels, 2x2 above), im2col below — on shapes that exercise every edge:
 //! odd sizes (tiles half outside the image), 1-pixel images, batches, channel counts that do not
 //! fill a SIMD register, and layers big enough to be split across threads and channel blocks.
 
-use conv3x3::{Activation, Conv3x3, Nhwc, max_pool_2x2, reference_conv3x3};
+use conv3x3::{Activation, Conv3x3, LARGE_TILE_MAX_CHANNELS, Nhwc, WinogradTile, max_pool_2x2, reference_conv3x3};
 
 /// Deterministic values in -1..1 (xorshift), so a failure reproduces.
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -35,7 +35,11 @@ fn check(batch: usize, height: usize, width: usize, cin: usize, cout: usize, act
     let expected = reference_conv3x3(&input, &weight, Some(&bias), cout, activation);
     assert_eq!(actual.shape(), expected.shape());
     let error = relative_error(&actual.data, &expected.data);
-    assert!(error < 1e-5, "{batch}x{height}x{width}x{cin} → {cout}: relative error {error}");
+    // F(4x4, 3x3)'s transforms scale values by up to 8 and by sixths before they cancel: with a
+    // few hundred channels its f32 rounding reaches 1-1.5e-5 of the largest output here (F(2x2,
+    // 3x3): under 1e-5). The model's own tolerance, against flex and the reference activations,
+    // is 1e-3 after 13 layers.
+    assert!(error < 5e-5, "{batch}x{height}x{width}x{cin} → {cout}: relative error {error}");
 }
 
 #[test]
@@ -46,6 +50,20 @@ fn matches_the_definition_on_every_edge_case() {
         check(batch, height, width, cin, cout, Activation::Identity);
         check(batch, height, width, cin, cout, Activation::Relu);
     }
+}
+
+#[test]
+fn both_winograd_tiles_match_the_definition_on_edge_cases() {
+    // Up to 256 output channels a layer uses 4x4 output tiles, above 2x2: odd and tiny images
+    // (tiles overhanging the edges) with each.
+    for cout in [LARGE_TILE_MAX_CHANNELS, LARGE_TILE_MAX_CHANNELS + 1] {
+        let expected = if cout <= LARGE_TILE_MAX_CHANNELS { WinogradTile::Large } else { WinogradTile::Small };
+        assert_eq!(Conv3x3::new(&vec![0.0; cout * 16 * 9], None, 16, cout).unwrap().winograd_tile(), Some(expected));
+        for &(batch, height, width) in &[(1, 1, 1), (1, 2, 7), (2, 5, 6), (1, 9, 3), (1, 13, 11)] {
+            check(batch, height, width, 16, cout, Activation::Relu);
+        }
+    }
+    assert_eq!(Conv3x3::new(&[0.0; 3 * 64 * 9], None, 3, 64).unwrap().winograd_tile(), None);
 }
 
 #[test]
