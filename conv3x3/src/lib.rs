@@ -193,7 +193,7 @@ impl Conv3x3 {
                 for o in 0..out_channels {
                     let start = (o * in_channels + i) * 9;
                     let g: &[f32; 9] = weight[start..start + 9].try_into().expect("a slice of 9");
-                    for (k, u) in tile.transform_filter(g).into_iter().enumerate() {
+                    for (k, u) in tile.transform_filter(g).into_iter().take(tile.positions()).enumerate() {
                         transformed[(k * in_channels + i) * out_channels + o] = u;
                     }
                 }
@@ -461,11 +461,12 @@ impl WinogradTile {
         self.block() * self.block()
     }
 
-    /// `G g Gᵀ` for one 3x3 filter `g` (row-major): the transformed filter, row-major. In f64,
-    /// rounded once: F(4x4, 3x3)'s sixths and twenty-fourths are not exact in f32.
-    fn transform_filter(self, g: &[f32; 9]) -> Vec<f32> {
-        const SMALL: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
-        const LARGE: [[f64; 3]; 6] = [
+    /// `G g Gᵀ` for one 3x3 filter `g` (row-major): the transformed filter, row-major, in the
+    /// first [`Self::positions`] entries. In f64, rounded once: F(4x4, 3x3)'s sixths and
+    /// twenty-fourths are not exact in f32.
+    fn transform_filter(self, g: &[f32; 9]) -> [f32; MAX_POSITIONS] {
+        const SMALL: [[f64; 3]; MAX_BLOCK] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0], [0.0; 3], [0.0; 3]];
+        const LARGE: [[f64; 3]; MAX_BLOCK] = [
             [0.25, 0.0, 0.0],
             [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
             [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -473,13 +474,20 @@ impl WinogradTile {
             [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
             [0.0, 0.0, 1.0],
         ];
-        let g_matrix: &[[f64; 3]] = match self {
-            Self::Small => &SMALL,
-            Self::Large => &LARGE,
+        let (g_matrix, block) = match self {
+            Self::Small => (&SMALL, 4),
+            Self::Large => (&LARGE, 6),
         };
         // G g: block x 3.
-        let gg: Vec<[f64; 3]> = g_matrix.iter().map(|row| std::array::from_fn(|j| (0..3).map(|k| row[k] * f64::from(g[k * 3 + j])).sum())).collect();
-        gg.iter().flat_map(|left| g_matrix.iter().map(move |right| (0..3).map(|k| left[k] * right[k]).sum::<f64>() as f32)).collect()
+        let gg: [[f64; 3]; MAX_BLOCK] =
+            std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| g_matrix[i][k] * f64::from(g[k * 3 + j])).sum()));
+        let mut u = [0.0; MAX_POSITIONS];
+        for i in 0..block {
+            for j in 0..block {
+                u[i * block + j] = (0..3).map(|k| gg[i][k] * g_matrix[j][k]).sum::<f64>() as f32;
+            }
+        }
+        u
     }
 }
 
