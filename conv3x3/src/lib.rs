@@ -186,18 +186,23 @@ impl Conv3x3 {
             Method::Im2col { weights }
         } else {
             let tile = WinogradTile::for_layer(out_channels);
-            let mut transformed = vec![0.0; tile.positions() * in_channels * out_channels];
-            // Output channels innermost: the writes per filter then advance through contiguous
-            // rows instead of striding across the whole matrix.
-            for i in 0..in_channels {
+            let positions = tile.positions();
+            let mut transformed = vec![0.0; positions * in_channels * out_channels];
+            let target = SharedOutput(transformed.as_mut_ptr());
+            // Input channels in parallel (packing is part of a model's load time), output
+            // channels innermost: the writes per filter then advance through contiguous rows
+            // instead of striding across the whole matrix.
+            parallel_for(in_channels, |i| {
                 for o in 0..out_channels {
                     let start = (o * in_channels + i) * 9;
                     let g: &[f32; 9] = weight[start..start + 9].try_into().expect("a slice of 9");
-                    for (k, u) in tile.transform_filter(g).into_iter().take(tile.positions()).enumerate() {
-                        transformed[(k * in_channels + i) * out_channels + o] = u;
+                    for (k, u) in tile.transform_filter(g).into_iter().take(positions).enumerate() {
+                        // SAFETY: inside the buffer (k < positions, i < in, o < out), and row
+                        // (k, i) of every position's matrix is written by input channel i alone.
+                        unsafe { *target.at((k * in_channels + i) * out_channels + o) = u };
                     }
                 }
-            }
+            });
             Method::Winograd { tile, transformed }
         };
         Ok(Self { in_channels, out_channels, method, bias })
@@ -696,12 +701,25 @@ pub fn max_pool_2x2(input: &Nhwc) -> Nhwc {
     Nhwc { data, batch: input.batch, height, width, channels: c }
 }
 
-/// The raw output pointer, shared by work items that write disjoint parts of it.
+/// A raw output pointer, shared by work items that write disjoint parts of it.
 #[derive(Clone, Copy)]
 struct SharedOutput(*mut f32);
-// SAFETY: see `Conv3x3::forward`: items write disjoint elements.
+
+// SAFETY: see `Conv3x3::new` and `Conv3x3::forward`: items write disjoint elements.
 unsafe impl Send for SharedOutput {}
 unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    /// The element `offset` places in (a method, so closures capture the whole `Sync` wrapper
+    /// rather than its raw pointer field).
+    ///
+    /// # Safety
+    /// `offset` lies inside the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `offset` inside the buffer.
+        unsafe { self.0.add(offset) }
+    }
+}
 
 /// Per-thread scratch for transformed inputs and products, reused across calls (allocating and
 /// zeroing a few MB per work item would cost as much as a small layer's arithmetic).
