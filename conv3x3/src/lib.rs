@@ -112,10 +112,20 @@ pub enum Activation {
     Relu,
 }
 
-/// The largest output tile side, input block side and number of transformed positions (F(4x4,
-/// 3x3)): the size of the per-tile arrays, of which F(2x2, 3x3) uses the first 4 and 16.
-const MAX_BLOCK: usize = 6;
-const MAX_POSITIONS: usize = MAX_BLOCK * MAX_BLOCK;
+/// The input block of a `side x side` output tile: one more pixel on every side.
+const fn block_of(side: usize) -> usize {
+    side + 2
+}
+
+/// Positions of a tile's transformed input block: one GEMM each.
+const fn positions_of(side: usize) -> usize {
+    block_of(side) * block_of(side)
+}
+
+/// The largest input block and number of positions (F(4x4, 3x3)), and its outputs per tile: the
+/// size of the per-tile arrays, of which F(2x2, 3x3) uses the first 4, 16 and 4.
+const MAX_BLOCK: usize = block_of(4);
+const MAX_POSITIONS: usize = positions_of(4);
 const MAX_TILE_OUTPUTS: usize = 16;
 /// Layers with at most this many output channels use 4x4 output tiles, wider ones 2x2 (see the
 /// crate's documentation).
@@ -278,7 +288,7 @@ impl Conv3x3 {
         let (cin, cout) = (self.in_channels, self.out_channels);
         let count = tiles.len();
         let width = channels.len();
-        let positions = (T + 2) * (T + 2);
+        let positions = positions_of(T);
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let (zeros, transformed_input, products) = scratch.split(cin, positions * count * cin, positions * count * width);
@@ -305,7 +315,7 @@ impl Conv3x3 {
                         let pixel = (n * input.height + y + dy) * input.width + x + dx;
                         // SAFETY: inside the output (the pixel exists, channels ⊆ 0..cout), and
                         // owned by this item (see the caller).
-                        *target = unsafe { std::slice::from_raw_parts_mut(output.0.add(pixel * cout + channels.start), width) };
+                        *target = unsafe { std::slice::from_raw_parts_mut(output.at(pixel * cout + channels.start), width) };
                     }
                 }
                 transform_output_tile::<T>(products, local, count, width, bias, activation, targets);
@@ -414,8 +424,7 @@ impl Plan {
         let (tiles_y, tiles_x) = (input.height.div_ceil(side), input.width.div_ceil(side));
         let tiles = input.batch * tiles_y * tiles_x;
         let threads = threads();
-        let positions = (side + 2) * (side + 2);
-        let target = (CHUNK_FLOATS / positions / in_channels.max(out_channels)).clamp(MIN_CHUNK_TILES, MAX_CHUNK_TILES);
+        let target = (CHUNK_FLOATS / positions_of(side) / in_channels.max(out_channels)).clamp(MIN_CHUNK_TILES, MAX_CHUNK_TILES);
         // Equal chunks, as many as a multiple of the threads: 4 chunks of 64, 64, 64 and 4 tiles
         // would leave one thread idle for a third of the layer.
         let mut chunks = tiles.div_ceil(target);
@@ -455,15 +464,16 @@ impl WinogradTile {
         if out_channels <= LARGE_TILE_MAX_CHANNELS { Self::Large } else { Self::Small }
     }
 
-    fn block(self) -> usize {
+    /// Output tile side (`forward` runs `forward_winograd::<side>`).
+    fn side(self) -> usize {
         match self {
-            Self::Small => 4,
-            Self::Large => 6,
+            Self::Small => 2,
+            Self::Large => 4,
         }
     }
 
     fn positions(self) -> usize {
-        self.block() * self.block()
+        positions_of(self.side())
     }
 
     /// `G g Gᵀ` for one 3x3 filter `g` (row-major): the transformed filter, row-major, in the
@@ -479,10 +489,11 @@ impl WinogradTile {
             [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
             [0.0, 0.0, 1.0],
         ];
-        let (g_matrix, block) = match self {
-            Self::Small => (&SMALL, 4),
-            Self::Large => (&LARGE, 6),
+        let g_matrix = match self {
+            Self::Small => &SMALL,
+            Self::Large => &LARGE,
         };
+        let block = block_of(self.side());
         // G g: block x 3.
         let gg: [[f64; 3]; MAX_BLOCK] =
             std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| g_matrix[i][k] * f64::from(g[k * 3 + j])).sum()));
@@ -500,7 +511,7 @@ impl WinogradTile {
 /// padding on every side of its T x T outputs), for every input channel, into
 /// `out[k][local][c]` (zero outside the image: the padding).
 fn transform_input_tile<const T: usize>(input: &Nhwc, (n, y, x): (usize, usize, usize), zeros: &[f32], local: usize, count: usize, out: &mut [f32]) {
-    let block = T + 2;
+    let block = block_of(T);
     let c = input.channels;
     let mut d: [&[f32]; MAX_POSITIONS] = [&zeros[..c]; MAX_POSITIONS];
     for i in 0..block {
@@ -566,7 +577,7 @@ fn input_transform<const T: usize, const L: usize>(d: &[[f32; L]; MAX_BLOCK]) ->
 /// `Bᵀ d B` for channels `ch..ch + L`.
 #[inline(always)]
 fn transform_input_lanes<const T: usize, const L: usize>(d: &[&[f32]; MAX_POSITIONS], ch: usize, v: &mut [&mut [f32]; MAX_POSITIONS]) {
-    let block = T + 2;
+    let block = block_of(T);
     // Columns first (Bᵀ d), then the rows of the result (· B).
     let mut columns = [[[0.0f32; L]; MAX_BLOCK]; MAX_BLOCK];
     for (j, column) in columns.iter_mut().enumerate().take(block) {
@@ -592,7 +603,7 @@ fn transform_output_tile<const T: usize>(
     activation: Activation,
     targets: [&mut [f32]; MAX_TILE_OUTPUTS],
 ) {
-    let positions = (T + 2) * (T + 2);
+    let positions = positions_of(T);
     let plane = |k: usize| if k < positions { &m[(k * count + local) * width..(k * count + local + 1) * width] } else { &[][..] };
     let p: [&[f32]; MAX_POSITIONS] = std::array::from_fn(plane);
     let bias = &bias[..width];
@@ -659,7 +670,7 @@ fn output_lanes<const T: usize, const L: usize>(
     ch: usize,
     activation: Activation,
 ) -> [[f32; L]; MAX_TILE_OUTPUTS] {
-    let block = T + 2;
+    let block = block_of(T);
     let b: [f32; L] = lanes(bias, ch);
     // Columns first (Aᵀ M: T x (T+2)), then its rows (· A: T x T).
     let mut columns = [[[0.0f32; L]; MAX_BLOCK]; MAX_BLOCK];
