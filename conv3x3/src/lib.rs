@@ -122,11 +122,15 @@ const fn positions_of(side: usize) -> usize {
     block_of(side) * block_of(side)
 }
 
+/// Output tile sides of F(2x2, 3x3) and F(4x4, 3x3).
+const SMALL_SIDE: usize = 2;
+const LARGE_SIDE: usize = 4;
+
 /// The largest input block and number of positions (F(4x4, 3x3)), and its outputs per tile: the
 /// size of the per-tile arrays, of which F(2x2, 3x3) uses the first 4, 16 and 4.
-const MAX_BLOCK: usize = block_of(4);
-const MAX_POSITIONS: usize = positions_of(4);
-const MAX_TILE_OUTPUTS: usize = 16;
+const MAX_BLOCK: usize = block_of(LARGE_SIDE);
+const MAX_POSITIONS: usize = positions_of(LARGE_SIDE);
+const MAX_TILE_OUTPUTS: usize = LARGE_SIDE * LARGE_SIDE;
 /// Layers with at most this many output channels use 4x4 output tiles, wider ones 2x2 (see the
 /// crate's documentation).
 pub const LARGE_TILE_MAX_CHANNELS: usize = 256;
@@ -237,8 +241,12 @@ impl Conv3x3 {
             return Ok(output);
         }
         match &self.method {
-            Method::Winograd { tile: WinogradTile::Small, transformed } => self.forward_winograd::<2>(input, transformed, activation, &mut output),
-            Method::Winograd { tile: WinogradTile::Large, transformed } => self.forward_winograd::<4>(input, transformed, activation, &mut output),
+            Method::Winograd { tile: WinogradTile::Small, transformed } => {
+                self.forward_winograd::<SMALL_SIDE>(input, transformed, activation, &mut output)
+            }
+            Method::Winograd { tile: WinogradTile::Large, transformed } => {
+                self.forward_winograd::<LARGE_SIDE>(input, transformed, activation, &mut output)
+            }
             Method::Im2col { weights } => self.forward_im2col(input, weights, activation, &mut output.data),
         }
         Ok(output)
@@ -467,8 +475,8 @@ impl WinogradTile {
     /// Output tile side (`forward` runs `forward_winograd::<side>`).
     fn side(self) -> usize {
         match self {
-            Self::Small => 2,
-            Self::Large => 4,
+            Self::Small => SMALL_SIDE,
+            Self::Large => LARGE_SIDE,
         }
     }
 
