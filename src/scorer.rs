@@ -112,12 +112,21 @@ impl Scorer {
             if done[first] {
                 continue;
             }
-            let group: Vec<usize> =
-                (first..scorers.len()).filter(|&i| i == first || (!done[i] && scorers[first].shares_backbone_with(&scorers[i]))).collect();
+            // The heads on this backbone that read block statistics over one region (the first
+            // such head's); one that reads them over another gets a pass of its own later.
+            let mut statistics = None;
+            let mut group = Vec::new();
+            for i in first..scorers.len() {
+                let region = scorers[i].net.head.layers().statistics_region();
+                let joins = i == first || (!done[i] && scorers[first].shares_backbone_with(&scorers[i]));
+                if joins && (region.is_none() || statistics.is_none() || region == statistics) {
+                    statistics = statistics.or(region);
+                    group.push(i);
+                }
+            }
             let leader = &scorers[first];
-            let with_statistics = group.iter().any(|&i| scorers[i].net.head.layers().reads_block_statistics());
             for chunk in images.chunks(DEFAULT_BATCH) {
-                let features: BackboneFeatures = leader.net.backbone.forward_features(leader.input(chunk), with_statistics);
+                let features: BackboneFeatures = leader.net.backbone.forward_features(leader.input(chunk), statistics);
                 for &i in &group {
                     let output = read_values(scorers[i].net.head.forward(features.clone())).await?;
                     predictions[i].extend(scorers[i].to_predictions(output)?);

@@ -7,16 +7,16 @@ use common::*;
 use image::RgbImage;
 use loupe::Scorer;
 use loupe::crop::{CandidateLayout, CropRequest, CropShape, candidates, exhaustive_crop_search, random_candidates};
-use loupe::model::{HeadKind, ModelConfig, OutputKind};
+use loupe::model::{HeadKind, ModelConfig, OutputKind, StatisticsRegion};
 use loupe::preprocess::{InputConvention, decode_image};
 use loupe::weights::WeightMetadata;
 
 fn tiny_scorer() -> Scorer {
-    tiny_scorer_with(HeadKind::Compact)
+    tiny_scorer_with(HeadKind::Compact, StatisticsRegion::Whole)
 }
 
-fn tiny_scorer_with(head: HeadKind) -> Scorer {
-    let config = ModelConfig::new(OutputKind::Regression, head).with_width_divisor(16);
+fn tiny_scorer_with(head: HeadKind, statistics: StatisticsRegion) -> Scorer {
+    let config = ModelConfig::new(OutputKind::Regression, head).with_width_divisor(16).with_statistics(statistics);
     let device = flex();
     let net = config.init(&device).unwrap();
     Scorer::new(net, WeightMetadata::new(config, InputConvention::CaffeBgr), device)
@@ -142,9 +142,14 @@ fn exhaustive_search_returns_the_best_candidates_in_order() {
 fn fast_search_keeps_the_contract_of_the_reference() {
     use loupe::crop::{FastCropOptions, fast_crop_search};
     // Both kinds of head input: the 7x7 map only (RoI-aligned), and block statistics as well
-    // (region statistics from the per-block grids).
-    for head in [HeadKind::Compact, HeadKind::Statistics, HeadKind::Quadratic] {
-        let scorer = tiny_scorer_with(head);
+    // (region statistics from the per-block grids), over either region.
+    for (head, statistics) in [
+        (HeadKind::Compact, StatisticsRegion::Whole),
+        (HeadKind::Statistics, StatisticsRegion::Whole),
+        (HeadKind::Quadratic, StatisticsRegion::Whole),
+        (HeadKind::Quadratic, StatisticsRegion::DeepInterior),
+    ] {
+        let scorer = tiny_scorer_with(head, statistics);
         let mut agreements = 0;
         let mut runs = 0;
         for photo in ["rocket.jpg", "coffee.jpg", "chelsea.jpg"] {
@@ -175,7 +180,7 @@ fn fast_search_keeps_the_contract_of_the_reference() {
         }
         // A random tiny model's scores say little about real agreement (measured with trained
         // weights by `cargo bench --bench crop`); here it is reported, the contract is asserted.
-        println!("{head:?} head: fast vs brute force agreement (random tiny model): {agreements}/{runs}");
+        println!("{head:?} head, {statistics:?}: fast vs brute force agreement (random tiny model): {agreements}/{runs}");
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use loupe::burn::tensor::{Distribution, Tensor};
 use loupe::imagenet::import_imagenet;
-use loupe::model::{HeadKind, ModelConfig, OutputKind};
+use loupe::model::{HeadKind, ModelConfig, OutputKind, StatisticsRegion};
 use loupe::preprocess::{InputConvention, decode_image, input_unresized};
 
 fn read_npy(name: &str) -> (Vec<u64>, Vec<f32>) {
@@ -44,8 +44,9 @@ fn vgg16_conv_base_matches_reference_block5_pool() {
 }
 
 /// Loupe's CPU path against burn's generic convolution on everything the heads and the crop
-/// search read: the map, every block's statistics and the per-block grids, on a batch of two
-/// and on a photo-shaped input whose sides are not multiples of 32 (crop level passes).
+/// search read: the map, every block's statistics (over either region) and the per-block grids,
+/// on a batch of two and on a photo-shaped input whose sides are not multiples of 32 (crop level
+/// passes).
 #[test]
 fn cpu_path_matches_flex_conv2d_on_maps_statistics_and_grids() {
     let device = flex();
@@ -56,13 +57,21 @@ fn cpu_path_matches_flex_conv2d_on_maps_statistics_and_grids() {
     prepared.prepare_for(&device);
     for shape in [[2, 3, 224, 224], [1, 3, 171, 250]] {
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 60.0), &device);
-        let expected = generic.forward_features(x.clone(), true);
-        let actual = prepared.forward_features(x.clone(), true);
+        let expected = generic.forward_features(x.clone(), Some(StatisticsRegion::Whole));
+        let actual = prepared.forward_features(x.clone(), Some(StatisticsRegion::Whole));
         assert_eq!(actual.map.dims(), expected.map.dims());
         let map_error = relative_error(&to_vec(actual.map), &to_vec(expected.map));
-        let statistics_error = relative_error(&to_vec(actual.block_statistics.unwrap()), &to_vec(expected.block_statistics.unwrap()));
+        let whole = to_vec(expected.block_statistics.unwrap());
+        let statistics_error = relative_error(&to_vec(actual.block_statistics.unwrap()), &whole);
         println!("{shape:?}: map {map_error:.2e}, block statistics {statistics_error:.2e}");
         assert!(map_error < 1e-3 && statistics_error < 1e-3, "{shape:?}: map {map_error}, statistics {statistics_error}");
+        let expected = to_vec(generic.forward_features(x.clone(), Some(StatisticsRegion::DeepInterior)).block_statistics.unwrap());
+        let actual = to_vec(prepared.forward_features(x.clone(), Some(StatisticsRegion::DeepInterior)).block_statistics.unwrap());
+        let interior_error = relative_error(&actual, &expected);
+        println!("{shape:?}: deep-interior block statistics {interior_error:.2e}");
+        assert!(interior_error < 1e-3, "{shape:?}: deep-interior statistics {interior_error}");
+        // And they are other statistics than the whole outputs'.
+        assert!(relative_error(&actual, &whole) > 1e-2, "{shape:?}: the interior gave the whole output's statistics");
 
         let (expected_map, expected_grids) = generic.forward_block_grids(x.clone());
         let (actual_map, actual_grids) = prepared.forward_block_grids(x);

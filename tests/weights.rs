@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use loupe::burn::tensor::{Distribution, Tensor};
-use loupe::model::{AestheticNet, HeadKind, ModelConfig, OutputKind};
+use loupe::model::{AestheticNet, HeadKind, ModelConfig, OutputKind, StatisticsRegion};
 use loupe::preprocess::InputConvention;
 use loupe::weights::{self, FORMAT_VERSION, MAGIC, Part, Precision, WeightMetadata};
 
@@ -256,6 +256,37 @@ fn heads_sharing_a_backbone_are_fed_by_one_pass() {
     // The whole-model file holds the same histogram model: same predictions, its own pass.
     for (shared, own) in together[1].iter().zip(&together[2]) {
         assert!((shared.score - own.score).abs() < 1e-5);
+    }
+}
+
+/// A head's statistics region travels in its file (absent = the whole map, as files from before
+/// the setting), and heads reading statistics over different regions on one loaded backbone each
+/// get their own: together exactly as alone.
+#[test]
+fn heads_keep_their_statistics_region_and_get_statistics_over_it() {
+    use loupe::Scorer;
+    let device = flex();
+    let whole = tiny(OutputKind::Regression, HeadKind::Quadratic);
+    let interior = tiny(OutputKind::Histogram, HeadKind::Statistics).with_statistics(StatisticsRegion::DeepInterior);
+    // Only heads that read statistics carry the setting.
+    assert_eq!(tiny(OutputKind::Regression, HeadKind::Compact).with_statistics(StatisticsRegion::DeepInterior).statistics, StatisticsRegion::Whole);
+    let json = |config: ModelConfig| serde_json::to_string(&config).unwrap();
+    assert!(!json(whole).contains("statistics"), "{}", json(whole));
+    assert!(json(interior).contains(r#""statistics":"deep-interior""#), "{}", json(interior));
+    let old_file: ModelConfig = serde_json::from_str(r#"{"output":"histogram","head":"statistics","width_divisor":8}"#).unwrap();
+    assert_eq!(old_file.statistics, StatisticsRegion::Whole);
+
+    let Bundle { backbone, reg_head, hist_head, .. } = bundle(whole, interior, &device);
+    let scorers = Scorer::from_weight_files(&[&backbone, &reg_head, &hist_head], &device).unwrap();
+    let regions: Vec<_> = scorers.iter().map(|s| (s.metadata.model.statistics, s.net.head.layers().statistics_region())).collect();
+    assert_eq!(
+        regions,
+        [(StatisticsRegion::Whole, Some(StatisticsRegion::Whole)), (StatisticsRegion::DeepInterior, Some(StatisticsRegion::DeepInterior))]
+    );
+    let images: Vec<_> = ["rocket.jpg", "coffee.jpg"].iter().map(|name| loupe::preprocess::decode_image(&fixture_bytes(name)).unwrap()).collect();
+    let together = Scorer::predict_all(&scorers, &images).unwrap();
+    for (scorer, predictions) in scorers.iter().zip(&together) {
+        assert_eq!(predictions, &scorer.predict(&images).unwrap(), "{:?}", scorer.output());
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use loupe::crop::{CandidateLayout, CropShape};
-use loupe::model::{HeadKind, OutputKind};
+use loupe::model::{HeadKind, OutputKind, StatisticsRegion};
 use loupe::preprocess::InputConvention;
 
 use loupe_cli::batch::output::Format;
@@ -185,6 +185,12 @@ pub struct NewModelArgs {
     /// regression (one score) or histogram (the rating distribution).
     #[arg(long, default_value = "regression")]
     pub output: OutputKind,
+    /// What the statistics and quadratic heads take each block's statistics over: deep-interior
+    /// (blocks 4 and 5 without their outer seventh on each side, which sees the image's zero
+    /// padding; the crop search's estimates follow it more closely) or whole (every block's whole
+    /// output, as Loupe's first heads).
+    #[arg(long, default_value = "deep-interior")]
+    pub statistics: StatisticsRegion,
     /// Seed of the random initialisation (the same file for the same seed).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -12,7 +12,7 @@ use loupe_cli::{read, write};
 use crate::args::{ImportArgs, InitArgs};
 
 pub fn init(args: InitArgs) -> Result<()> {
-    let config = ModelConfig::new(args.model.output, args.model.head).with_width_divisor(args.width_divisor);
+    let config = ModelConfig::new(args.model.output, args.model.head).with_width_divisor(args.width_divisor).with_statistics(args.model.statistics);
     let net = seeded_net(config, args.model.seed)?;
     let mut metadata = WeightMetadata::new(config, InputConvention::CaffeBgr);
     metadata.provenance = format!("random initialisation (seed {}), for tests and demos", args.model.seed);
@@ -25,7 +25,7 @@ pub fn init(args: InitArgs) -> Result<()> {
 
 pub fn import_vgg16(args: ImportArgs) -> Result<()> {
     let convention = args.input.unwrap_or_else(|| loupe::imagenet::default_convention(&args.from));
-    let config = ModelConfig::new(args.model.output, args.model.head);
+    let config = ModelConfig::new(args.model.output, args.model.head).with_statistics(args.model.statistics);
     let mut net = seeded_net(config, args.model.seed)?;
     let fc_loaded = loupe::imagenet::import_imagenet(&mut net, &args.from)?;
     let mut metadata = WeightMetadata::new(config, convention);

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{CropRequest, Rect, ScoredCrop, best_crops, candidates, score_exactly};
 use crate::error::Result;
 use crate::model::read_values;
-use crate::model::vgg16::{BackboneFeatures, FEATURE_MAP_SIZE, INPUT_SIZE, VARIANCE_EPSILON};
+use crate::model::vgg16::{BackboneFeatures, FEATURE_MAP_SIZE, INPUT_SIZE, StatisticsRegion, VARIANCE_EPSILON};
 use crate::preprocess::normalise_chw;
 use crate::scorer::{DEFAULT_BATCH, Scorer, block_on};
 
@@ -167,16 +167,16 @@ impl Level {
         (at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx) * (1.0 - fy) + (at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx) * fy
     }
 
-    /// The candidate's block statistics from this level's grids (empty when the head reads none).
-    fn region_statistics(&self, rect: &Rect, out: &mut Vec<f32>) {
-        let region = (
-            rect.x as f32 * self.scale_x / STRIDE,
-            rect.y as f32 * self.scale_y / STRIDE,
-            (rect.x + rect.width) as f32 * self.scale_x / STRIDE,
-            (rect.y + rect.height) as f32 * self.scale_y / STRIDE,
-        );
-        for block in &self.blocks {
-            block.region_statistics(region, out);
+    /// The candidate's block statistics from this level's grids over `statistics` (nothing when
+    /// the head reads none): a block whose statistics leave out a margin of the crop's network
+    /// input gets the candidate's region shrunk by the same fraction.
+    fn region_statistics(&self, rect: &Rect, statistics: StatisticsRegion, out: &mut Vec<f32>) {
+        let (x0, y0) = (rect.x as f32 * self.scale_x / STRIDE, rect.y as f32 * self.scale_y / STRIDE);
+        let (width, height) = (rect.width as f32 * self.scale_x / STRIDE, rect.height as f32 * self.scale_y / STRIDE);
+        for (index, block) in self.blocks.iter().enumerate() {
+            let margin = statistics.margin_fraction(index);
+            let (dx, dy) = (width * margin, height * margin);
+            block.region_statistics((x0 + dx, y0 + dy, x0 + width - dx, y0 + height - dy), out);
         }
     }
 
@@ -245,7 +245,7 @@ async fn compute_level(scorer: &Scorer, image: &RgbImage, crop_size: (f32, f32),
         TensorData::new(normalise_chw(&resized, scorer.metadata.input), [1, 3, height as usize, width as usize]),
         &scorer.device,
     );
-    let (map, grids) = if scorer.net.head.layers().reads_block_statistics() {
+    let (map, grids) = if scorer.net.head.layers().statistics_region().is_some() {
         scorer.net.backbone.forward_block_grids(input)
     } else {
         (scorer.net.backbone.forward(input), Vec::new())
@@ -316,17 +316,18 @@ async fn estimate_with_levels(
     // At least one level: `level_sizes` makes `levels.max(1)` of them.
     let channels = levels[0].channels;
     let reads_map = scorer.net.head.layers().reads_map();
+    let statistics = scorer.net.head.layers().statistics_region().unwrap_or_default();
     let mut estimates = Vec::with_capacity(candidates.len());
     for batch in candidates.chunks(ESTIMATE_BATCH) {
         let mut pooled = Vec::with_capacity(if reads_map { batch.len() * channels * cells } else { 0 });
-        let mut statistics = Vec::new();
+        let mut block_statistics = Vec::new();
         let batch_levels: Vec<usize> = batch.iter().map(|rect| nearest_level(&levels, rect)).collect();
         for (rect, &level) in batch.iter().zip(&batch_levels) {
             let level = &levels[level];
             if reads_map {
                 level.roi_align(rect, &mut pooled);
             }
-            level.region_statistics(rect, &mut statistics);
+            level.region_statistics(rect, statistics, &mut block_statistics);
         }
         let shape = [batch.len(), channels, FEATURE_MAP_SIZE, FEATURE_MAP_SIZE];
         // A head that never reads the map gets zeros rather than 25k pooled samples per candidate.
@@ -335,9 +336,9 @@ async fn estimate_with_levels(
         } else {
             Tensor::<4>::zeros(shape, &scorer.device)
         };
-        let block_statistics = (!statistics.is_empty()).then(|| {
-            let width = statistics.len() / batch.len();
-            Tensor::<2>::from_data(TensorData::new(statistics, [batch.len(), width]), &scorer.device)
+        let block_statistics = (!block_statistics.is_empty()).then(|| {
+            let width = block_statistics.len() / batch.len();
+            Tensor::<2>::from_data(TensorData::new(block_statistics, [batch.len(), width]), &scorer.device)
         });
         let output = scorer.net.head.forward(BackboneFeatures { map, block_statistics });
         let predictions = scorer.to_predictions(read_values(output).await?)?;
@@ -606,13 +607,45 @@ mod tests {
         }
     }
 
+    /// At 224x224 (the 7x7 grid), a candidate covering the whole input, with blocks 4 and 5 over
+    /// the region shrunk by a seventh a side, gets exactly the backbone's deep-interior statistics.
+    #[test]
+    fn the_shrunk_region_gives_the_backbone_deep_interior_statistics() {
+        let device = Device::flex();
+        let backbone = Vgg16::new(16, &device);
+        let input = Tensor::<4>::random([1, 3, 224, 224], Distribution::Normal(0.0, 60.0), &device);
+        let region = StatisticsRegion::DeepInterior;
+        let expected = values(backbone.forward_features(input.clone(), Some(region)).block_statistics.unwrap());
+        let (map, grids) = backbone.forward_block_grids(input);
+        let blocks = grids
+            .into_iter()
+            .map(|(mean, squares)| {
+                let [_, c, h, w] = mean.dims();
+                BlockGrid::new(c, h, w, &values(mean.reshape([c, h * w])), &values(squares.reshape([c, h * w])))
+            })
+            .collect();
+        let [_, channels, height, width] = map.dims();
+        let level =
+            Level { crop_width: 224.0, crop_height: 224.0, scale_x: 1.0, scale_y: 1.0, channels, height, width, features: Vec::new(), blocks };
+        let mut actual = Vec::new();
+        level.region_statistics(&Rect { x: 0, y: 0, width: 224, height: 224 }, region, &mut actual);
+        assert_eq!(actual.len(), expected.len());
+        for (a, e) in actual.iter().zip(&expected) {
+            assert!((a - e).abs() <= 1e-3 * e.abs().max(1.0), "{a} vs {e}");
+        }
+        // Not the whole-map statistics: the region is what changed.
+        let mut whole = Vec::new();
+        level.region_statistics(&Rect { x: 0, y: 0, width: 224, height: 224 }, StatisticsRegion::Whole, &mut whole);
+        assert!(whole.iter().zip(&expected).any(|(w, e)| (w - e).abs() > 1e-2 * e.abs().max(1.0)));
+    }
+
     #[test]
     fn the_whole_grid_gives_the_backbone_block_statistics() {
         let device = Device::flex();
         let backbone = Vgg16::new(16, &device);
         // 64x64: every block's output divides evenly into the 2x2 grid of 32-pixel cells.
         let input = Tensor::<4>::random([1, 3, 64, 64], Distribution::Normal(0.0, 60.0), &device);
-        let expected = values(backbone.forward_features(input.clone(), true).block_statistics.unwrap());
+        let expected = values(backbone.forward_features(input.clone(), Some(StatisticsRegion::Whole)).block_statistics.unwrap());
         let (_, grids) = backbone.forward_block_grids(input);
         let mut actual = Vec::new();
         for (mean, squares) in grids {

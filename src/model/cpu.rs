@@ -10,7 +10,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use conv3x3::{Activation, Conv3x3, Nhwc, max_pool_2x2};
 
-use super::vgg16::{STRIDE, VARIANCE_EPSILON, VggLayer, is_vgg_conv};
+use super::vgg16::{STRIDE, StatisticsRegion, VARIANCE_EPSILON, VggLayer, is_vgg_conv};
 
 #[derive(Clone, Debug)]
 enum CpuLayer {
@@ -93,19 +93,27 @@ impl CpuVgg16 {
         to_tensor(&activations, &device)
     }
 
-    /// The map and, if asked, every block's channel statistics (the layout of
-    /// [`super::vgg16::channel_statistics`], blocks in order), computed from the channels-last
-    /// activations directly instead of converting each block's output to a tensor first.
-    pub fn features(&self, x: Tensor<4>, with_statistics: bool) -> (Tensor<4>, Option<Tensor<2>>) {
+    /// The map and, if a region is given, every block's channel statistics over it (the layout
+    /// of [`StatisticsRegion::block_statistics`], blocks in order), computed from the
+    /// channels-last activations directly instead of converting each block's output to a tensor
+    /// first.
+    pub fn features(&self, x: Tensor<4>, statistics: Option<StatisticsRegion>) -> (Tensor<4>, Option<Tensor<2>>) {
         let batch = x.dims()[0];
         let mut per_image: Vec<Vec<f32>> = vec![Vec::new(); batch];
+        // Only called when a region is given.
+        let region = statistics.unwrap_or_default();
+        let mut block = 0;
         let mut collect = |activations: &Nhwc| {
+            let [_, height, width, _] = activations.shape();
+            let (top, left) = (region.margin(block, height), region.margin(block, width));
+            let window = Window { top, left, height: height - 2 * top, width: width - 2 * left };
             for (image, statistics) in per_image.iter_mut().enumerate() {
-                channel_statistics(activations, image, statistics);
+                channel_statistics(activations, image, window, statistics);
             }
+            block += 1;
         };
-        let map = self.run_layers(x, with_statistics.then_some(&mut collect as &mut dyn FnMut(&Nhwc)));
-        let statistics = with_statistics.then(|| {
+        let map = self.run_layers(x, statistics.is_some().then_some(&mut collect as &mut dyn FnMut(&Nhwc)));
+        let statistics = statistics.map(|_| {
             // Batches are never empty (every caller chunks a non-empty input), so image 0 exists.
             let width = per_image[0].len();
             Tensor::from_data(TensorData::new(per_image.concat(), [batch, width]), &map.device())
@@ -168,21 +176,32 @@ fn cell_means(activations: &Nhwc, cell: usize) -> (Vec<f32>, Vec<f32>, [usize; 4
     (mean, mean_of_squares, [batch, channels, rows, columns])
 }
 
-/// Image `image`'s channel means, then standard deviations (population, plus
+/// The pixels of a block's output its statistics are taken over.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    top: usize,
+    left: usize,
+    height: usize,
+    width: usize,
+}
+
+/// Image `image`'s channel means, then standard deviations over `window` (population, plus
 /// [`VARIANCE_EPSILON`] under the root, as the tensor version), appended to `out`.
-fn channel_statistics(activations: &Nhwc, image: usize, out: &mut Vec<f32>) {
+fn channel_statistics(activations: &Nhwc, image: usize, window: Window, out: &mut Vec<f32>) {
     let [_, height, width, channels] = activations.shape();
-    let pixels = height * width;
-    let values = &activations.data[image * pixels * channels..(image + 1) * pixels * channels];
+    let image_values = &activations.data[image * height * width * channels..(image + 1) * height * width * channels];
     // f64 sums: E[x²] − E[x]² loses nothing over 50k pixels then.
     let (mut sum, mut sum_of_squares) = (vec![0.0f64; channels], vec![0.0f64; channels]);
-    for pixel in values.chunks_exact(channels) {
-        for ((s, q), &v) in sum.iter_mut().zip(&mut sum_of_squares).zip(pixel) {
-            *s += f64::from(v);
-            *q += f64::from(v) * f64::from(v);
+    for y in window.top..window.top + window.height {
+        let row = &image_values[(y * width + window.left) * channels..(y * width + window.left + window.width) * channels];
+        for pixel in row.chunks_exact(channels) {
+            for ((s, q), &v) in sum.iter_mut().zip(&mut sum_of_squares).zip(pixel) {
+                *s += f64::from(v);
+                *q += f64::from(v) * f64::from(v);
+            }
         }
     }
-    let n = pixels.max(1) as f64;
+    let n = (window.height * window.width).max(1) as f64;
     out.extend(sum.iter().map(|s| (s / n) as f32));
     out.extend(sum.iter().zip(&sum_of_squares).map(|(s, q)| {
         let mean = s / n;

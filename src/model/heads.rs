@@ -20,7 +20,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::vgg16::{BackboneFeatures, FEATURE_MAP_SIZE, scaled_channels};
+use super::vgg16::{BackboneFeatures, FEATURE_MAP_SIZE, StatisticsRegion, scaled_channels};
 
 pub const HISTOGRAM_BINS: usize = 10;
 const FC_WIDTH: usize = 4096;
@@ -126,16 +126,20 @@ pub struct StatisticsLayers {
     pub input_shift: Param<Tensor<1>>,
     pub input_scale: Param<Tensor<1>>,
     pub output: Linear,
+    /// What the statistics are taken over (from the model's config, not a parameter).
+    #[module(skip)]
+    pub region: StatisticsRegion,
 }
 
 impl StatisticsLayers {
-    fn new(statistics: usize, map_features: usize, outputs: usize, device: &Device) -> Self {
+    fn new(statistics: usize, map_features: usize, outputs: usize, region: StatisticsRegion, device: &Device) -> Self {
         let scale = Self::group_weights(statistics, map_features);
         let inputs = scale.len();
         Self {
             input_shift: Self::constant(vec![0.0; inputs], device),
             input_scale: Self::constant(scale, device),
             output: LinearConfig::new(inputs, outputs).init(device),
+            region,
         }
     }
 
@@ -195,10 +199,13 @@ pub struct QuadraticLayers {
     pub projection: Linear,
     /// `[rank, outputs]`, no bias: each squared projection's signed weight per output.
     pub squares: Linear,
+    /// What the statistics are taken over (from the model's config, not a parameter).
+    #[module(skip)]
+    pub region: StatisticsRegion,
 }
 
 impl QuadraticLayers {
-    fn new(statistics: usize, outputs: usize, device: &Device) -> Self {
+    fn new(statistics: usize, outputs: usize, region: StatisticsRegion, device: &Device) -> Self {
         let scale = (1.0 / statistics.max(1) as f32).sqrt();
         Self {
             input_shift: StatisticsLayers::constant(vec![0.0; statistics], device),
@@ -206,6 +213,7 @@ impl QuadraticLayers {
             linear: LinearConfig::new(statistics, outputs).init(device),
             projection: LinearConfig::new(statistics, QUADRATIC_RANK).with_bias(false).init(device),
             squares: LinearConfig::new(QUADRATIC_RANK, outputs).with_bias(false).init(device),
+            region,
         }
     }
 
@@ -242,15 +250,22 @@ pub enum HeadLayers {
 }
 
 impl HeadLayers {
-    /// `statistics`: the width of the backbone's block statistics (read by `Statistics` and
-    /// `Quadratic`).
-    pub fn new(kind: super::HeadKind, in_channels: usize, statistics: usize, width_divisor: usize, outputs: usize, device: &Device) -> Self {
+    /// `statistics`: the width of the backbone's block statistics, and `region` what they are
+    /// taken over (both for `Statistics` and `Quadratic`, the heads that read them).
+    pub fn new(
+        kind: super::HeadKind,
+        in_channels: usize,
+        (statistics, region): (usize, StatisticsRegion),
+        width_divisor: usize,
+        outputs: usize,
+        device: &Device,
+    ) -> Self {
         let in_features = in_channels * FEATURE_MAP_SIZE * FEATURE_MAP_SIZE;
         match kind {
             super::HeadKind::Paper => Self::Paper(PaperLayers::new(in_features, width_divisor, outputs, device)),
             super::HeadKind::Compact => Self::Compact(CompactLayers::new(in_channels, width_divisor, outputs, device)),
-            super::HeadKind::Statistics => Self::Statistics(StatisticsLayers::new(statistics, in_features, outputs, device)),
-            super::HeadKind::Quadratic => Self::Quadratic(QuadraticLayers::new(statistics, outputs, device)),
+            super::HeadKind::Statistics => Self::Statistics(StatisticsLayers::new(statistics, in_features, outputs, region, device)),
+            super::HeadKind::Quadratic => Self::Quadratic(QuadraticLayers::new(statistics, outputs, region, device)),
         }
     }
 
@@ -259,9 +274,14 @@ impl HeadLayers {
         !matches!(self, Self::Quadratic(_))
     }
 
-    /// Whether [`BackboneFeatures::block_statistics`] must be computed for this head.
-    pub fn reads_block_statistics(&self) -> bool {
-        matches!(self, Self::Statistics(_) | Self::Quadratic(_))
+    /// Over what [`BackboneFeatures::block_statistics`] must be computed for this head; `None`
+    /// for a head that reads none.
+    pub fn statistics_region(&self) -> Option<StatisticsRegion> {
+        match self {
+            Self::Statistics(layers) => Some(layers.region),
+            Self::Quadratic(layers) => Some(layers.region),
+            Self::Paper(_) | Self::Compact(_) => None,
+        }
     }
 
     /// Backbone features (map `[N, C, 7, 7]`) → `[N, outputs]` (raw, before any activation).

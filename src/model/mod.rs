@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 pub use heads::{HISTOGRAM_BINS, Head, HeadLayers, HistogramHead, RegressionHead};
-pub use vgg16::{BackboneFeatures, GpuPrecision, INPUT_SIZE, Vgg16};
+pub use vgg16::{BackboneFeatures, GpuPrecision, INPUT_SIZE, StatisticsRegion, Vgg16};
 
 use crate::error::{LoupeError, Result};
 
@@ -58,7 +58,7 @@ pub enum HeadKind {
     Quadratic,
 }
 
-crate::from_str_by_serde_name!(OutputKind, HeadKind);
+crate::from_str_by_serde_name!(OutputKind, HeadKind, StatisticsRegion);
 
 /// A tensor's values as f32, in row-major order. Blocks until a GPU has them: the browser's
 /// WebGPU path reads with [`read_values`] instead.
@@ -78,15 +78,29 @@ pub struct ModelConfig {
     pub head: HeadKind,
     /// 1 = VGG16; larger divides every layer's width (tiny models for tests).
     pub width_divisor: usize,
+    /// What the block statistics are taken over, for the heads that read them. Not written when
+    /// [`StatisticsRegion::Whole`], so files from before the setting read as what they are and
+    /// files that never need it keep their bytes.
+    #[serde(default, skip_serializing_if = "StatisticsRegion::is_whole")]
+    pub statistics: StatisticsRegion,
 }
 
 impl ModelConfig {
     pub fn new(output: OutputKind, head: HeadKind) -> Self {
-        Self { output, head, width_divisor: 1 }
+        Self { output, head, width_divisor: 1, statistics: StatisticsRegion::Whole }
     }
 
     pub fn with_width_divisor(mut self, width_divisor: usize) -> Self {
         self.width_divisor = width_divisor;
+        self
+    }
+
+    /// Block statistics over `statistics`, for a head that reads them; other heads keep
+    /// [`StatisticsRegion::Whole`], so their files do not carry a setting they never use.
+    pub fn with_statistics(mut self, statistics: StatisticsRegion) -> Self {
+        if matches!(self.head, HeadKind::Statistics | HeadKind::Quadratic) {
+            self.statistics = statistics;
+        }
         self
     }
 
@@ -120,8 +134,8 @@ impl ModelConfig {
     }
 
     fn init_with_backbone(&self, backbone: Vgg16, device: &Device) -> AestheticNet {
-        let layers =
-            HeadLayers::new(self.head, backbone.out_channels(), backbone.statistics_width(), self.width_divisor, self.output.outputs(), device);
+        let statistics = (backbone.statistics_width(), self.statistics);
+        let layers = HeadLayers::new(self.head, backbone.out_channels(), statistics, self.width_divisor, self.output.outputs(), device);
         let head = match self.output {
             OutputKind::Regression => Head::Regression(RegressionHead { layers }),
             OutputKind::Histogram => Head::Histogram(HistogramHead { layers }),
@@ -149,7 +163,7 @@ impl AestheticNet {
 
     /// What this model's head reads from the backbone.
     pub fn features(&self, images: Tensor<4>) -> BackboneFeatures {
-        self.backbone.forward_features(images, self.head.layers().reads_block_statistics())
+        self.backbone.forward_features(images, self.head.layers().statistics_region())
     }
 
     /// Start an untrained output layer at a prior (a mean score, or a mean histogram through the

@@ -10,6 +10,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d, Relu};
 use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use super::cpu::{CpuVgg16, is_plain_cpu};
 #[cfg(any(feature = "wgpu", feature = "vulkan", feature = "webgpu"))]
@@ -57,6 +58,66 @@ pub struct BackboneFeatures {
     /// and exposure show in the early blocks, which the 7x7 map has pooled away. Computed only
     /// for heads that read it.
     pub block_statistics: Option<Tensor<2>>,
+}
+
+/// Which part of each block's output its channel statistics are taken over
+/// ([`BackboneFeatures::block_statistics`]); a property of the head that reads them, saved with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatisticsRegion {
+    /// Every block over its whole output (what files without this setting were trained on).
+    #[default]
+    Whole,
+    /// Blocks 4 and 5 over their interior: the outer seventh on each side (one cell of the 7x7
+    /// map: 4 of block 4's 28 pixels at 224, 2 of block 5's 14) left out. Those border cells see
+    /// the zero padding at the image's edges, which the crop search's whole-photo passes never
+    /// see inside a candidate: with them left out its estimates follow the exact scores more
+    /// closely (README, "Crop search"), at little cost in accuracy (weights/MODEL_CARD.md).
+    DeepInterior,
+}
+
+/// The first block (from 0) whose statistics [`StatisticsRegion::DeepInterior`] takes over the
+/// interior: block 4, at stride 8, whose 3x3 convolutions already reach the padding from 4 input
+/// pixels in.
+const FIRST_DEEP_BLOCK: usize = 3;
+
+impl StatisticsRegion {
+    pub fn is_whole(&self) -> bool {
+        *self == Self::Whole
+    }
+
+    /// The name users see (command line, metadata, cache files): its serde name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Whole => "whole",
+            Self::DeepInterior => "deep-interior",
+        }
+    }
+
+    /// Whether block `block`'s (from 0) statistics leave out a margin.
+    fn has_margin(self, block: usize) -> bool {
+        self == Self::DeepInterior && block >= FIRST_DEEP_BLOCK
+    }
+
+    /// The fraction of block `block`'s output left out on each side: 0, or one cell of the 7x7
+    /// map.
+    pub fn margin_fraction(self, block: usize) -> f32 {
+        if self.has_margin(block) { 1.0 / FEATURE_MAP_SIZE as f32 } else { 0.0 }
+    }
+
+    /// Pixels left out on each side of a `side`-pixel edge of block `block`'s output: a seventh
+    /// of it, rounded down, or none.
+    pub fn margin(self, block: usize, side: usize) -> usize {
+        if self.has_margin(block) { side / FEATURE_MAP_SIZE } else { 0 }
+    }
+
+    /// The statistics of block `block`'s output `[N, C, H, W]` over this region: `[N, 2C]`.
+    pub fn block_statistics(self, block: usize, x: Tensor<4>) -> Tensor<2> {
+        let [_, _, height, width] = x.dims();
+        let (top, left) = (self.margin(block, height), self.margin(block, width));
+        let x = if top > 0 || left > 0 { x.narrow(2, top, height - 2 * top).narrow(3, left, width - 2 * left) } else { x };
+        channel_statistics(x)
+    }
 }
 
 /// `[N, C, H, W]` → `[N, 2C]`: each channel's mean over the image, then its standard deviation.
@@ -210,16 +271,20 @@ impl Vgg16 {
         self.run(x, None)
     }
 
-    /// The map and, if asked, the statistics of every block (see [`BackboneFeatures`]).
-    pub fn forward_features(&self, x: Tensor<4>, with_statistics: bool) -> BackboneFeatures {
+    /// The map and, if a region is given, the statistics of every block over it (see
+    /// [`BackboneFeatures`]).
+    pub fn forward_features(&self, x: Tensor<4>, statistics: Option<StatisticsRegion>) -> BackboneFeatures {
         if let Some(cpu) = self.cpu_for(&x) {
-            let (map, block_statistics) = cpu.features(x, with_statistics);
+            let (map, block_statistics) = cpu.features(x, statistics);
             return BackboneFeatures { map, block_statistics };
         }
-        let mut statistics = Vec::new();
-        let mut collect = |block_output: Tensor<4>| statistics.push(channel_statistics(block_output));
-        let map = self.run(x, with_statistics.then_some(&mut collect as &mut dyn FnMut(Tensor<4>)));
-        BackboneFeatures { map, block_statistics: with_statistics.then(|| Tensor::cat(statistics, 1)) }
+        let Some(region) = statistics else {
+            return BackboneFeatures { map: self.run(x, None), block_statistics: None };
+        };
+        let mut blocks = Vec::new();
+        let mut collect = |block_output: Tensor<4>| blocks.push(region.block_statistics(blocks.len(), block_output));
+        let map = self.run(x, Some(&mut collect));
+        BackboneFeatures { map, block_statistics: Some(Tensor::cat(blocks, 1)) }
     }
 
     /// The map, and each block's last ReLU output averaged over cells of 32x32 input pixels (the
@@ -310,4 +375,44 @@ impl Vgg16 {
 
 pub fn scaled_channels(channels: usize, width_divisor: usize) -> usize {
     (channels / width_divisor.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn values(tensor: Tensor<2>) -> Vec<f32> {
+        tensor.into_data().try_into_vec_as::<f32>().unwrap()
+    }
+
+    #[test]
+    fn deep_interior_leaves_out_one_cell_of_the_7x7_map_on_each_side_of_blocks_4_and_5() {
+        let region = StatisticsRegion::DeepInterior;
+        // At 224: blocks 1-3 whole; block 4 (28x28) loses 4 pixels a side, block 5 (14x14) 2.
+        let margins: Vec<usize> = [224, 112, 56, 28, 14].iter().enumerate().map(|(block, &side)| region.margin(block, side)).collect();
+        assert_eq!(margins, [0, 0, 0, 4, 2]);
+        assert_eq!((0..5).map(|block| StatisticsRegion::Whole.margin(block, 28)).sum::<usize>(), 0);
+        // Rounded down: never the whole output, however small.
+        assert_eq!((region.margin(4, 1), region.margin(4, 7), region.margin(4, 13)), (0, 1, 1));
+        for name in ["whole", "deep-interior"] {
+            assert_eq!(name.parse::<StatisticsRegion>().unwrap().name(), name);
+        }
+    }
+
+    #[test]
+    fn deep_interior_statistics_are_the_statistics_of_the_interior() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 14, 21], Distribution::Normal(1.0, 2.0), &device);
+        let interior = x.clone().narrow(2, 2, 10).narrow(3, 3, 15);
+        let expected = values(channel_statistics(interior));
+        let actual = values(StatisticsRegion::DeepInterior.block_statistics(4, x.clone()));
+        assert_eq!(actual.len(), expected.len());
+        assert!(actual.iter().zip(&expected).all(|(a, e)| (a - e).abs() < 1e-6), "{actual:?} vs {expected:?}");
+        // The whole output otherwise, and in the shallow blocks.
+        let whole = values(channel_statistics(x.clone()));
+        assert_eq!(values(StatisticsRegion::DeepInterior.block_statistics(2, x.clone())), whole);
+        assert_eq!(values(StatisticsRegion::Whole.block_statistics(4, x)), whole);
+        assert_ne!(actual, whole);
+    }
 }

@@ -17,9 +17,9 @@ use anyhow::{Result, bail};
 use burn::nn::Initializer;
 use burn::tensor::Device;
 use clap::Parser;
-use loupe::model::HeadKind;
 use loupe::model::heads::{HeadLayers, QuadraticLayers};
 use loupe::model::vgg16::Vgg16;
+use loupe::model::{HeadKind, StatisticsRegion};
 use loupe::rng::SplitMix64;
 use loupe_train::kernel_ridge::fit_quadratic_head;
 
@@ -72,7 +72,7 @@ fn main() -> Result<()> {
 }
 
 fn quadratic_layers(d: usize, device: &Device) -> Result<QuadraticLayers> {
-    match HeadLayers::new(HeadKind::Quadratic, 512, d, 1, 1, device) {
+    match HeadLayers::new(HeadKind::Quadratic, 512, (d, StatisticsRegion::Whole), 1, 1, device) {
         HeadLayers::Quadratic(layers) => Ok(layers),
         _ => bail!("HeadLayers::new gave another head for HeadKind::Quadratic"),
     }

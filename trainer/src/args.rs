@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use loupe::model::{HeadKind, ModelConfig, OutputKind};
+use loupe::model::{HeadKind, ModelConfig, OutputKind, StatisticsRegion};
 use loupe::preprocess::InputConvention;
 use loupe::weights;
 use loupe_cli::device::DEVICE_HELP;
@@ -100,6 +100,11 @@ pub struct TrainArgs {
     /// compact, paper (VGG16's fc6/fc7), statistics or quadratic.
     #[arg(long, default_value = "compact")]
     pub head: HeadKind,
+    /// What the statistics and quadratic heads take the block statistics over: deep-interior or
+    /// whole (see `loupe import-vgg16 --help`). Default: the --init .loupe file's, else
+    /// deep-interior.
+    #[arg(long)]
+    pub statistics: Option<StatisticsRegion>,
     /// Train without sample weights (the paper's NSWR baseline).
     #[arg(long)]
     pub unweighted: bool,
@@ -164,16 +169,25 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The run these flags describe.
     pub fn config(&self) -> Result<TrainConfig> {
-        let input = match self.input {
-            Some(input) => input,
-            None if self.init.ends_with(".loupe") => weights::read_header(&read(Path::new(&self.init))?).with_context(|| self.init.clone())?.0.input,
-            None => loupe::imagenet::default_convention(Path::new(&self.init)),
+        let init_metadata = match self.init.ends_with(".loupe") {
+            true => Some(weights::read_header(&read(Path::new(&self.init))?).with_context(|| self.init.clone())?.0),
+            false => None,
+        };
+        let input = match (self.input, &init_metadata) {
+            (Some(input), _) => input,
+            (None, Some(metadata)) => metadata.input,
+            (None, None) => loupe::imagenet::default_convention(Path::new(&self.init)),
+        };
+        let statistics = match (self.statistics, &init_metadata) {
+            (Some(statistics), _) => statistics,
+            (None, Some(metadata)) => metadata.model.statistics,
+            (None, None) => StatisticsRegion::DeepInterior,
         };
         Ok(TrainConfig {
             labels: self.data.labels.clone(),
             images: self.data.images.clone(),
             splits: self.data.splits.clone(),
-            model: ModelConfig::new(self.model, self.head).with_width_divisor(self.width_divisor),
+            model: ModelConfig::new(self.model, self.head).with_width_divisor(self.width_divisor).with_statistics(statistics),
             input,
             init: self.init.clone(),
             weighted: !self.unweighted,

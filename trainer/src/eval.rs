@@ -17,7 +17,7 @@ use crate::splits::Splits;
 use crate::stats::named_sets;
 
 use loupe::correlation::{pearson, spearman};
-use loupe::model::{BackboneFeatures, values};
+use loupe::model::{BackboneFeatures, StatisticsRegion, values};
 
 use crate::data::ImageFolder;
 use crate::features::{FeatureCache, backbone_key};
@@ -151,8 +151,9 @@ pub fn mse_difference(a: &[Scored], b: &[Scored]) -> MseDifference {
 }
 
 /// Predict every labelled image that can be read (failures are listed, not fatal) with every
-/// scorer. Scorers must share one backbone (same weights): it runs once per image, or not at all
-/// for images whose features `cache` holds (frozen-backbone runs keep them across evaluations).
+/// scorer. Scorers must share one backbone (same weights) and read block statistics over one
+/// region if at all ([`backbone_groups`]): it runs once per image, or not at all for images whose
+/// features `cache` holds (frozen-backbone runs keep them across evaluations).
 pub fn score_labels(
     scorers: &[&Scorer],
     labels: &[&ImageLabel],
@@ -163,7 +164,7 @@ pub fn score_labels(
     let mut scored = vec![Vec::with_capacity(labels.len()); scorers.len()];
     let Some(first) = scorers.first() else { return Ok(scored) };
     // One backbone pass serves every scorer: with block statistics if any head reads them.
-    let with_statistics = scorers.iter().any(|s| s.net.head.layers().reads_block_statistics());
+    let statistics = scorers.iter().find_map(|s| s.net.head.layers().statistics_region());
     let mut record = |loaded: &[&ImageLabel], features: BackboneFeatures| -> Result<()> {
         for (scorer, out) in scorers.iter().zip(scored.iter_mut()) {
             let output = scorer.net.head.forward(features.clone());
@@ -177,7 +178,7 @@ pub fn score_labels(
     if let Some(dir) = cache {
         let file = FeatureCache::file_in(dir, &first.net, first.metadata.input);
         let features =
-            FeatureCache::load_or_compute(&first.net, with_statistics, labels, images, first.metadata.input, batch, &first.device, Some(&file))?;
+            FeatureCache::load_or_compute(&first.net, statistics, labels, images, first.metadata.input, batch, &first.device, Some(&file))?;
         let readable: Vec<&ImageLabel> = labels.iter().copied().filter(|l| features.contains(l.id)).collect();
         for chunk in readable.chunks(batch.max(1)) {
             record(chunk, features.batch(chunk, &first.device))?;
@@ -185,7 +186,7 @@ pub fn score_labels(
         return Ok(scored);
     }
     images.for_each_batch(labels, batch, "evaluating", |loaded, inputs| {
-        record(loaded, first.net.backbone.forward_features(first.input(&inputs), with_statistics))
+        record(loaded, first.net.backbone.forward_features(first.input(&inputs), statistics))
     })?;
     Ok(scored)
 }
@@ -440,17 +441,23 @@ pub fn run(args: &EvalArgs) -> Result<Report> {
 }
 
 /// Indices of the scorers, grouped by backbone weights (e.g. heads trained on the same frozen
-/// VGG16, from separate files): each group runs the backbone once.
+/// VGG16, from separate files) and by the region their block statistics are taken over: each
+/// group runs the backbone once.
 fn backbone_groups(scorers: &[Scorer]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(String, Option<StatisticsRegion>, Vec<usize>)> = Vec::new();
     for (i, scorer) in scorers.iter().enumerate() {
         let key = backbone_key(&scorer.net, scorer.metadata.input);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((key, vec![i])),
+        let region = scorer.net.head.layers().statistics_region();
+        let fits = |(k, r, _): &&mut (String, Option<StatisticsRegion>, Vec<usize>)| *k == key && (region.is_none() || r.is_none() || *r == region);
+        match groups.iter_mut().find(fits) {
+            Some((_, group_region, members)) => {
+                *group_region = group_region.or(region);
+                members.push(i);
+            }
+            None => groups.push((key, region, vec![i])),
         }
     }
-    groups.into_iter().map(|(_, members)| members).collect()
+    groups.into_iter().map(|(_, _, members)| members).collect()
 }
 
 /// Every pair of models on one set: the MSE difference and whether it outlasts resampling.

@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use loupe::model::heads::StatisticsLayers;
 use loupe::model::vgg16::FEATURE_MAP_SIZE;
-use loupe::model::{AestheticNet, BackboneFeatures, values};
+use loupe::model::{AestheticNet, BackboneFeatures, StatisticsRegion, values};
 use loupe::preprocess::{InputConvention, input_batch};
 use loupe::weights;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -121,12 +121,13 @@ impl FeatureCache {
         dir.join(format!("{}.safetensors", backbone_key(net, input)))
     }
 
-    /// Features from `cache_file` (the maps; the statistics beside it, `…-statistics.safetensors`)
-    /// when it holds every image, else computed (and the files written).
+    /// Features from `cache_file` (the maps; the statistics over `statistics` beside it,
+    /// `…-statistics.safetensors`, or `…-statistics-<region>.safetensors` for a region other
+    /// than the whole map) when it holds every image, else computed (and the files written).
     #[allow(clippy::too_many_arguments)]
     pub fn load_or_compute(
         net: &AestheticNet,
-        with_statistics: bool,
+        statistics: Option<StatisticsRegion>,
         labels: &[&ImageLabel],
         images: &ImageFolder,
         input: InputConvention,
@@ -136,13 +137,17 @@ impl FeatureCache {
     ) -> Result<Self> {
         let statistics_file = cache_file.map(|path| {
             let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-            path.with_file_name(format!("{stem}-statistics.safetensors"))
+            let region = match statistics.unwrap_or_default() {
+                StatisticsRegion::Whole => String::new(),
+                region => format!("-{}", region.name()),
+            };
+            path.with_file_name(format!("{stem}-statistics{region}.safetensors"))
         });
         let map_shape = [net.backbone.out_channels(), FEATURE_MAP_SIZE, FEATURE_MAP_SIZE];
         let statistics_shape = [net.backbone.statistics_width(), 1, 1];
         let mut cached = Self {
             map: CachedRows::read_or_empty(cache_file, map_shape),
-            statistics: with_statistics.then(|| CachedRows::read_or_empty(statistics_file.as_deref(), statistics_shape)),
+            statistics: statistics.map(|_| CachedRows::read_or_empty(statistics_file.as_deref(), statistics_shape)),
         };
         let missing: Vec<&ImageLabel> = labels.iter().copied().filter(|l| !cached.contains(l.id)).collect();
         if missing.is_empty() {
@@ -153,7 +158,7 @@ impl FeatureCache {
         backbone.prepare_for(device);
         images.for_each_batch(&missing, batch, "backbone features", |loaded, inputs| {
             let ids: Vec<u64> = loaded.iter().map(|l| l.id).collect();
-            let features = backbone.forward_features(input_batch(&inputs, input, device), with_statistics);
+            let features = backbone.forward_features(input_batch(&inputs, input, device), statistics);
             let [_, c, h, w] = features.map.dims();
             cached.map.insert(&ids, values(features.map)?, [c, h, w]);
             if let (Some(rows), Some(statistics)) = (cached.statistics.as_mut(), features.block_statistics) {

@@ -304,7 +304,8 @@ mod tests {
         let weights: Vec<f32> = (0..n).map(|i| 0.2 + (i % 7) as f32).collect();
 
         let device = Device::flex();
-        let head = loupe::model::heads::HeadLayers::new(loupe::model::HeadKind::Quadratic, 8, d, 1, 1, &device);
+        let head =
+            loupe::model::heads::HeadLayers::new(loupe::model::HeadKind::Quadratic, 8, (d, loupe::model::StatisticsRegion::Whole), 1, 1, &device);
         let loupe::model::heads::HeadLayers::Quadratic(mut layers) = head else { panic!("not a quadratic head") };
         let loss = fit_quadratic_head(&mut layers, &inputs, &y, &weights, 1e-6, &device).unwrap();
         assert!(loss < 1e-6, "training loss {loss}");

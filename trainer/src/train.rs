@@ -265,10 +265,9 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
     let features = if config.freeze_backbone {
         let cache_file = feature_cache_dir.map(|dir| FeatureCache::file_in(dir, &net, config.input));
         let refs: Vec<&ImageLabel> = train_labels.iter().collect();
-        let with_statistics = net.head.layers().reads_block_statistics();
         Some(FeatureCache::load_or_compute(
             &net,
-            with_statistics,
+            net.head.layers().statistics_region(),
             &refs,
             &images,
             config.input,
@@ -285,7 +284,7 @@ pub fn train(config: TrainConfig, out: &Path, resume: bool, devices: Vec<Device>
         bail!("none of the training images could be read from {}", config.images.display());
     }
 
-    if state.epochs_done == 0 && !head_trained && net.head.layers().reads_block_statistics() {
+    if state.epochs_done == 0 && !head_trained && net.head.layers().statistics_region().is_some() {
         standardise_statistics_head(&mut net, features.as_ref(), &usable, &images, &config, &device.clone().inner())?;
     }
 
@@ -369,7 +368,8 @@ fn standardise_statistics_head(
         Some(cache) => cache.input_moments(train, device)?,
         None => {
             let sample = &train[..train.len().min(512)];
-            let cache = FeatureCache::load_or_compute(net, true, sample, images, config.input, config.batch, device, None)?;
+            let region = net.head.layers().statistics_region();
+            let cache = FeatureCache::load_or_compute(net, region, sample, images, config.input, config.batch, device, None)?;
             let readable: Vec<&ImageLabel> = sample.iter().copied().filter(|l| cache.contains(l.id)).collect();
             cache.input_moments(&readable, device)?
         }

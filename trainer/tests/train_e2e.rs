@@ -200,6 +200,9 @@ fn a_quadratic_head_is_fitted_in_closed_form() {
 
     // Held-out predictions follow the labels; the run exports like any other.
     let model = out.join("model.loupe");
+    // A new statistics-reading head takes blocks 4-5's statistics over their interior by default.
+    let (metadata, _) = loupe::weights::read_header(&std::fs::read(&model).unwrap()).unwrap();
+    assert_eq!(metadata.model.statistics, loupe::model::StatisticsRegion::DeepInterior);
     let eval_dir = out.join("eval");
     loupe(&["eval", "-w", model.to_str().unwrap(), "--labels", test, "--images", images, "-o", eval_dir.to_str().unwrap()]);
     let all = &report(&eval_dir)["regression"]["all"];
