@@ -134,8 +134,11 @@ impl ModelConfig {
     }
 
     fn init_with_backbone(&self, backbone: Vgg16, device: &Device) -> AestheticNet {
+        // In this order: reading a lazily initialised weight's shape draws it, and a seeded random
+        // backbone depends on the order of the draws.
+        let channels = backbone.out_channels();
         let statistics = (backbone.statistics_width(), self.statistics);
-        let layers = HeadLayers::new(self.head, backbone.out_channels(), statistics, self.width_divisor, self.output.outputs(), device);
+        let layers = HeadLayers::new(self.head, channels, statistics, self.width_divisor, self.output.outputs(), device);
         let head = match self.output {
             OutputKind::Regression => Head::Regression(RegressionHead { layers }),
             OutputKind::Histogram => Head::Histogram(HistogramHead { layers }),
