@@ -22,9 +22,11 @@ loupe="$bin/loupe"
 loupe_train="$bin/loupe-train"
 mkdir -p "$runs"
 
+# Both heads read block statistics with blocks 4-5 over their interior (the crop search's
+# estimates follow those closely; MODEL_CARD.md).
 for model in regression:quadratic histogram:statistics; do
   "$loupe" import-vgg16 --from "$shared/vgg16/vgg16_imagenet_conv_bgr_caffe.safetensors" \
-    --output "${model%%:*}" --head "${model##*:}" -o "$runs/init-${model%%:*}.loupe"
+    --output "${model%%:*}" --head "${model##*:}" --statistics deep-interior -o "$runs/init-${model%%:*}.loupe"
 done
 
 # SWR and SWH (the paper's sample weights), and NSWR (no sample weights) for comparison. The
