@@ -510,6 +510,26 @@ mod tests {
         tensor.into_data().try_into_vec_as::<f32>().unwrap()
     }
 
+    /// Block statistics (per block: its means, then its stds) compared as what the grids hold:
+    /// each mean within 1e-3 and each mean of squares (std² + mean²) within 1e-4, relative. Not
+    /// the std itself: found as √(E[x²] − E[x]²) in f32, a near-constant channel's std is off by
+    /// up to about √ε·|mean| however small it is.
+    fn assert_statistics_close(actual: &[f32], expected: &[f32], block_channels: &[usize]) {
+        assert_eq!(actual.len(), expected.len());
+        let mut block_start = 0;
+        for &channels in block_channels {
+            for mean_at in block_start..block_start + channels {
+                let std_at = mean_at + channels;
+                let (mean, expected_mean) = (actual[mean_at], expected[mean_at]);
+                assert!((mean - expected_mean).abs() <= 1e-3 * expected_mean.abs().max(1.0), "mean {mean} vs {expected_mean}");
+                let square = |mean: f32, std: f32| std * std + mean * mean;
+                let (squares, expected_squares) = (square(mean, actual[std_at]), square(expected_mean, expected[std_at]));
+                assert!((squares - expected_squares).abs() <= 1e-4 * expected_squares.max(1.0), "mean of squares {squares} vs {expected_squares}");
+            }
+            block_start += 2 * channels;
+        }
+    }
+
     #[test]
     fn neighbours_are_within_a_tenth_of_the_crop_in_position_and_a_fifth_in_size() {
         let centre = Rect { x: 100, y: 50, width: 200, height: 100 };
@@ -631,10 +651,7 @@ mod tests {
             Level { crop_width: 224.0, crop_height: 224.0, scale_x: 1.0, scale_y: 1.0, channels, height, width, features: Vec::new(), blocks };
         let mut actual = Vec::new();
         level.region_statistics(&Rect { x: 0, y: 0, width: 224, height: 224 }, region, &mut actual);
-        assert_eq!(actual.len(), expected.len());
-        for (a, e) in actual.iter().zip(&expected) {
-            assert!((a - e).abs() <= 1e-3 * e.abs().max(1.0), "{a} vs {e}");
-        }
+        assert_statistics_close(&actual, &expected, &backbone.block_channels());
         // Not the whole-map statistics: the region is what changed.
         let mut whole = Vec::new();
         level.region_statistics(&Rect { x: 0, y: 0, width: 224, height: 224 }, StatisticsRegion::Whole, &mut whole);
@@ -656,10 +673,7 @@ mod tests {
             let grid = BlockGrid::new(c, h, w, &values(mean.reshape([c, h * w])), &values(squares.reshape([c, h * w])));
             grid.region_statistics((0.0, 0.0, 2.0, 2.0), &mut actual);
         }
-        assert_eq!(actual.len(), expected.len());
-        for (a, e) in actual.iter().zip(&expected) {
-            assert!((a - e).abs() <= 1e-3 * e.abs().max(1.0), "{a} vs {e}");
-        }
+        assert_statistics_close(&actual, &expected, &backbone.block_channels());
         // And one block checked against the definition directly.
         let block = Tensor::<4>::random([1, 4, 8, 8], Distribution::Default, &device);
         let direct = values(channel_statistics(block.clone()));

@@ -383,7 +383,7 @@ mod tests {
     use burn::tensor::Distribution;
 
     fn values(tensor: Tensor<2>) -> Vec<f32> {
-        tensor.into_data().try_into_vec_as::<f32>().unwrap()
+        crate::model::values(tensor).unwrap()
     }
 
     #[test]
