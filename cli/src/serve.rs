@@ -1,7 +1,8 @@
 //! `loupe serve`: the app's static files on 127.0.0.1 only, with the right MIME types (.wasm must
 //! be application/wasm) and a Content-Security-Policy that forbids every other origin. Requests
 //! must name this server in their Host header (a page on another site that rebinds its DNS name
-//! to 127.0.0.1 cannot read the folders), dotfiles are never served, and files are streamed.
+//! to 127.0.0.1 cannot read the folders), dotfiles are never served, and files are streamed,
+//! each on a thread of its own.
 //! Pages are cross-origin isolated (COOP + COEP, unless `--no-isolation`), which WebAssembly
 //! threads need: without WebGPU the app then computes on every core (the threaded build,
 //! www/pkg-threads/).
@@ -67,37 +68,48 @@ pub fn serve(app: &Path, weights: &Path, port: u16, isolated: bool) -> Result<()
     let server = tiny_http::Server::http(("127.0.0.1", port)).map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
     let address = server.server_addr().to_ip().context("no IP address")?;
     println!("Loupe is at http://{address}/  (serving {}; weights from {})", app.display(), weights.display());
-    for request in server.incoming_requests() {
-        let url_path = request.url().split(['?', '#']).next().unwrap_or("/").to_string();
-        let file = match url_path.strip_prefix("/weights/") {
-            Some(rest) => resolve(weights, rest),
-            None => resolve(app, &url_path),
-        };
-        let host = request.headers().iter().find(|h| h.field.equiv("Host")).map(|h| h.value.as_str().to_string());
-        if !host_allowed(host.as_deref(), address.port()) {
-            let _ = request
-                .respond(tiny_http::Response::from_string("this server only answers requests for 127.0.0.1 or localhost").with_status_code(421));
-            continue;
+    // Each request is answered on its own thread: a response is written as fast as its client
+    // reads it, and a client that stops reading a 25 MB wasm or a weight file mid-way must not
+    // hold up every other request (a page's worker stalled in loading behind one).
+    std::thread::scope(|answering| {
+        for request in server.incoming_requests() {
+            answering.spawn(move || answer(request, app, weights, address.port(), isolated));
         }
-        // Constant header names and values: always valid.
-        let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("valid header");
-        let opened = file.as_ref().filter(|p| p.is_file()).and_then(|p| std::fs::File::open(p).ok().map(|f| (p, f)));
-        let _ = match opened {
-            Some((path, file)) => {
-                let mut response = tiny_http::Response::from_file(file)
-                    .with_header(header("Content-Type", mime(path)))
-                    .with_header(header("Content-Security-Policy", CSP))
-                    .with_header(header("X-Content-Type-Options", "nosniff"))
-                    .with_header(header("Cache-Control", "no-cache"));
-                for (name, value) in isolation_headers(isolated) {
-                    response.add_header(header(name, value));
-                }
-                request.respond(response)
-            }
-            None => request.respond(tiny_http::Response::from_string("not found").with_status_code(404)),
-        };
-    }
+    });
     Ok(())
+}
+
+/// One request: the file it names (app or weights folder), or 404, or 421 for another host.
+fn answer(request: tiny_http::Request, app: &Path, weights: &Path, port: u16, isolated: bool) {
+    let url_path = request.url().split(['?', '#']).next().unwrap_or("/").to_string();
+    let file = match url_path.strip_prefix("/weights/") {
+        Some(rest) => resolve(weights, rest),
+        None => resolve(app, &url_path),
+    };
+    let host = request.headers().iter().find(|h| h.field.equiv("Host")).map(|h| h.value.as_str().to_string());
+    if !host_allowed(host.as_deref(), port) {
+        let _ =
+            request.respond(tiny_http::Response::from_string("this server only answers requests for 127.0.0.1 or localhost").with_status_code(421));
+        return;
+    }
+    // Constant header names and values: always valid.
+    let header = |k: &str, v: &str| tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("valid header");
+    let opened = file.as_ref().filter(|p| p.is_file()).and_then(|p| std::fs::File::open(p).ok().map(|f| (p, f)));
+    // A client that hangs up mid-response is its own business: nothing to report.
+    let _ = match opened {
+        Some((path, file)) => {
+            let mut response = tiny_http::Response::from_file(file)
+                .with_header(header("Content-Type", mime(path)))
+                .with_header(header("Content-Security-Policy", CSP))
+                .with_header(header("X-Content-Type-Options", "nosniff"))
+                .with_header(header("Cache-Control", "no-cache"));
+            for (name, value) in isolation_headers(isolated) {
+                response.add_header(header(name, value));
+            }
+            request.respond(response)
+        }
+        None => request.respond(tiny_http::Response::from_string("not found").with_status_code(404)),
+    };
 }
 
 #[cfg(test)]

@@ -244,23 +244,29 @@ fn get_status(address: &str, path: &str, host: &str) -> u16 {
     response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
 }
 
-#[test]
-fn loupe_serve_answers_only_its_own_host_and_never_dotfiles() {
+/// `loupe serve --port 0` on these folders: the running server and its address (`127.0.0.1:port`).
+fn start_serve(app: &Path, weights: &Path) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("app");
-    std::fs::create_dir_all(app.join(".git")).unwrap();
-    std::fs::write(app.join("index.html"), "<!doctype html>").unwrap();
-    std::fs::write(app.join(".git/config"), "[remote]").unwrap();
-    std::fs::write(app.join(".env"), "SECRET=1").unwrap();
     let mut server = Command::new(LOUPE)
-        .args(["serve", "--app", app.to_str().unwrap(), "--weights", dir.path().to_str().unwrap(), "--port", "0"])
+        .args(["serve", "--app", app.to_str().unwrap(), "--weights", weights.to_str().unwrap(), "--port", "0"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
     std::io::BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let address = line.split("http://").nth(1).and_then(|rest| rest.split('/').next()).unwrap().to_string();
+    (server, address)
+}
+
+#[test]
+fn loupe_serve_answers_only_its_own_host_and_never_dotfiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(app.join(".git")).unwrap();
+    std::fs::write(app.join("index.html"), "<!doctype html>").unwrap();
+    std::fs::write(app.join(".git/config"), "[remote]").unwrap();
+    std::fs::write(app.join(".env"), "SECRET=1").unwrap();
+    let (mut server, address) = start_serve(&app, dir.path());
     let port = address.rsplit_once(':').unwrap().1;
     let statuses = [
         get_status(&address, "/", &address),
@@ -273,6 +279,33 @@ fn loupe_serve_answers_only_its_own_host_and_never_dotfiles() {
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(statuses, [200, 200, 421, 404, 404, 404]);
+}
+
+#[test]
+fn loupe_serve_answers_others_while_a_client_is_not_reading_a_large_file() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("index.html"), "<!doctype html>").unwrap();
+    // Far more than the socket buffers hold: its response cannot be written until it is read.
+    std::fs::write(app.join("loupe_bg.wasm"), vec![0u8; 64 << 20]).unwrap();
+    let (mut server, address) = start_serve(&app, dir.path());
+    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+    write!(stalled, "GET /loupe_bg.wasm HTTP/1.1\r\nHost: {address}\r\n\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Another client meanwhile: answered although the first has read nothing. (Answered one
+    // request at a time, it waited until the first hung up.)
+    let mut other = std::net::TcpStream::connect(&address).unwrap();
+    other.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    write!(other, "GET /index.html HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let read = other.read_to_string(&mut response);
+    drop(stalled);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    read.expect("no answer while another client was not reading its download");
+    assert!(response.starts_with("HTTP/1.1 200") && response.ends_with("<!doctype html>"), "{response}");
 }
 
 #[test]
