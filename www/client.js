@@ -16,7 +16,7 @@ export class LoupeClient {
     this.settings = { base: new URL(weights || "./weights/", new URL(".", import.meta.url)).href, forceCpu, onDownload };
     this.pending = new Map();
     this.nextId = 1;
-    /** How often a crashed or stalled worker was replaced. */
+    /** How often a crashed or stalled worker was replaced (a stalled load's second try included). */
     this.restarts = 0;
     this.#timeoutMs = timeoutMs;
     this.#start();
@@ -33,34 +33,46 @@ export class LoupeClient {
   }
 
   #start() {
-    const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-    this.worker = worker;
     this.loaded = false;
     this.ready = new Promise((resolve, reject) => {
-      this.failLoading = reject;
-      worker.addEventListener("message", ({ data }) => {
-        if (worker !== this.worker) return; // a replaced worker's last words
-        if (data.type === "progress") this.settings.onDownload?.(data.loaded, data.total);
-        else if (data.type === "ready") resolve(((this.loaded = true), data));
-        else if (data.type === "fatal") reject(new Error(data.message));
-        else this.#settle(data);
-        this.#watch();
-      });
-      worker.addEventListener("error", (event) => {
-        if (worker !== this.worker) return;
-        const reason = event.message || "the worker failed";
-        if (!this.loaded) reject(new Error(reason));
-        else this.#restart(reason);
-      });
+      this.#loading = { resolve, reject, step: "starting the worker", retried: false };
     });
     this.ready.catch(() => clearTimeout(this.watchdog));
+    this.#spawn();
+  }
+
+  /** The load in progress: its promise's settlers, the step the worker last reported, whether it was retried. */
+  #loading;
+
+  // A worker for the load in progress; a stalled load spawns a second one that settles the same promise.
+  #spawn() {
+    const worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    this.worker = worker;
+    const loading = this.#loading;
+    worker.addEventListener("message", ({ data }) => {
+      if (worker !== this.worker) return; // a replaced worker's last words
+      if (data.type === "progress") this.settings.onDownload?.(data.loaded, data.total);
+      else if (data.type === "loading") loading.step = data.step;
+      else if (data.type === "ready") loading.resolve(((this.loaded = true), data));
+      else if (data.type === "fatal") loading.reject(new Error(data.message));
+      else this.#settle(data);
+      this.#watch();
+    });
+    worker.addEventListener("error", (event) => {
+      if (worker !== this.worker) return;
+      const reason = event.message || "the worker failed";
+      if (!this.loaded) loading.reject(new Error(reason));
+      else this.#restart(reason);
+    });
     worker.postMessage({ type: "init", forceCpu: this.settings.forceCpu, base: this.settings.base });
     this.#watch();
   }
 
   // A worker that says nothing for timeoutMs while it loads or has work is stuck (a download that
   // never ends, a GPU that never answers): what it was doing fails instead of waiting forever.
-  // Every message (download and crop progress included) restarts the clock.
+  // Every message (download and crop progress included) restarts the clock. A load that stalls is
+  // tried once more in a fresh worker (weights from the cache) before it fails: a stall there
+  // (seen on a software GPU) has not come back on a second try.
   #watch() {
     clearTimeout(this.watchdog);
     if (this.loaded && this.pending.size === 0) return;
@@ -68,7 +80,15 @@ export class LoupeClient {
       const silence = `no answer for ${this.timeoutMs / 1000} s`;
       if (this.loaded) return this.#restart(silence);
       this.worker.terminate();
-      this.failLoading(new Error(`Loupe could not load its models (${silence}); reload the page to try again`));
+      const loading = this.#loading;
+      const stalled = `${silence} while ${loading.step}`;
+      if (!loading.retried) {
+        loading.retried = true;
+        this.restarts += 1;
+        console.warn(`Loupe: loading stalled (${stalled}); trying once more`);
+        return this.#spawn();
+      }
+      loading.reject(new Error(`Loupe could not load its models (${stalled}); reload the page to try again`));
     }, this.timeoutMs);
   }
 

@@ -1,6 +1,6 @@
 // Loupe's inference worker: the page never freezes while VGG16 runs.
 // Messages in:  {type:"init", forceCpu, base} | {id, type:"score", bytes} | {id, type:"crop", bytes, options}
-// Messages out: {type:"progress", loaded, total} | {type:"ready", backend, precision, threads, models, timings} | {type:"fatal", message}
+// Messages out: {type:"loading", step} (what set-up is doing, for a stall's message) | {type:"progress", loaded, total} | {type:"ready", backend, precision, threads, models, timings} | {type:"fatal", message}
 //               {id, type:"result", result} | {id, type:"error", message, fatal} | {id, type:"cropProgress", done, total}
 //               (`fatal`: the WebAssembly instance trapped and cannot be used again; the client restarts the worker)
 import { fetchWeights } from "./weights.js";
@@ -54,7 +54,9 @@ function poolStarted(pkg, threads) {
 async function setUp({ forceCpu, base }) {
   const started = performance.now();
   const since = (start) => Math.round(performance.now() - start);
+  const step = (what) => postMessage({ type: "loading", step: what });
   const build = await chooseBuild(Boolean(forceCpu));
+  step("compiling the WebAssembly");
   // One after the other: reading the weights while the wasm compiled saved nothing measurable on
   // a warm start, and a test run stalled once while both ran on WebGPU.
   const pkg = await load(build).catch((error) => {
@@ -65,10 +67,13 @@ async function setUp({ forceCpu, base }) {
     return load(MAIN_BUILD);
   });
   Loupe = pkg.Loupe;
+  step(forceCpu ? "starting the CPU backend" : "asking the browser for WebGPU");
   loupe = await Loupe.create(Boolean(forceCpu));
   const wasmMs = since(started);
+  step("downloading the weights");
   const files = await fetchWeights(base, (loaded, total) => postMessage({ type: "progress", loaded, total }));
   const weightsMs = since(started);
+  step("loading the weights");
   const loading = performance.now();
   // The manifest lists a shared backbone (if any) before the heads that need it.
   const loaded = files.map(({ entry, bytes }) => ({ kind: entry.kind, file: entry.file, metadata: loupe.loadWeights(bytes) }));

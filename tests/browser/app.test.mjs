@@ -76,13 +76,13 @@ function nativeScores(weights, file) {
 
 for (const backend of ["webgpu", "cpu"]) {
   describe(`app on ${backend}`, () => {
-    let browser, page;
+    let browser, context, page;
     const requests = [];
 
     before(async () => {
       const args = backend === "webgpu" ? [...FLAGS, "--enable-unsafe-webgpu"] : FLAGS;
       browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args });
-      const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
+      context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
       context.on("request", (request) => requests.push(request.url()));
       page = await context.newPage();
       page.on("console", (message) => message.type() === "error" && console.log(`[${backend} console] ${message.text()}`));
@@ -213,6 +213,43 @@ for (const backend of ["webgpu", "cpu"]) {
       assert.match(await page.locator("#error").textContent(), /regression\.loupe: checksum mismatch/);
       assert.equal(await page.evaluate(() => document.body.dataset.ready), undefined);
       await page.screenshot({ path: join(artifacts, `${backend}-failure-flipped-byte.png`) });
+    });
+
+    test("a load that stalls is tried once more in a fresh worker; one that stalls again fails, saying where", async () => {
+      // The worker's manifest request is held without an answer (a stuck download, as a stuck
+      // GPU would be) for the first `hold` requests.
+      let hold = 0;
+      const manifest = "**/weights/manifest.json";
+      await context.route(manifest, (route) => (hold-- > 0 ? undefined : route.continue()));
+      const warnings = [];
+      const onConsole = (message) => message.type() === "warning" && warnings.push(message.text());
+      page.on("console", onConsole);
+      try {
+        await page.goto(new URL("client.js", tinyUrl).href); // a page of the app's origin, without a client of its own
+        const load = (holds) => {
+          hold = holds;
+          return page.evaluate(async () => {
+            const { LoupeClient } = await import("./client.js");
+            const client = new LoupeClient({ weights: "./weights/", timeoutMs: 5000 });
+            const outcome = await client.ready.then((ready) => `ready on ${ready.backend}`, (error) => error.message);
+            client.worker.terminate();
+            return { outcome, restarts: client.restarts };
+          });
+        };
+        const once = await load(1);
+        assert.match(once.outcome, /^ready on /, JSON.stringify(once));
+        assert.equal(once.restarts, 1);
+        assert.ok(
+          warnings.some((w) => w.includes("loading stalled (no answer for 5 s while downloading the weights); trying once more")),
+          JSON.stringify(warnings),
+        );
+        const twice = await load(2);
+        assert.equal(twice.outcome, "Loupe could not load its models (no answer for 5 s while downloading the weights); reload the page to try again");
+        assert.equal(twice.restarts, 1);
+      } finally {
+        page.off("console", onConsole);
+        await context.unroute(manifest);
+      }
     });
 
     test("a crashed worker is restarted: the photo in flight fails with the reason, the next one scores", async () => {
