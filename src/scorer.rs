@@ -4,7 +4,7 @@ use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 
 use crate::error::{LoupeError, Result};
-use crate::model::{AestheticNet, BackboneFeatures, HISTOGRAM_BINS, OutputKind, read_values};
+use crate::model::{AestheticNet, BackboneFeatures, HISTOGRAM_BINS, OutputKind, StatisticsRegion, read_values};
 use crate::prediction::Prediction;
 use crate::preprocess::input_batch;
 use crate::weights::{self, Part, SharedBackbone, WeightMetadata};
@@ -107,33 +107,14 @@ impl Scorer {
     /// same features (one VGG16 pass per photo for the regression and the histogram model).
     pub async fn predict_all_async(scorers: &[Scorer], images: &[RgbImage]) -> Result<Vec<Vec<Prediction>>> {
         let mut predictions: Vec<Vec<Prediction>> = scorers.iter().map(|_| Vec::with_capacity(images.len())).collect();
-        let mut done = vec![false; scorers.len()];
-        for first in 0..scorers.len() {
-            if done[first] {
-                continue;
-            }
-            // The heads on this backbone that read block statistics over one region (the first
-            // such head's); one that reads them over another gets a pass of its own later.
-            let mut statistics = None;
-            let mut group = Vec::new();
-            for i in first..scorers.len() {
-                let region = scorers[i].net.head.layers().statistics_region();
-                let joins = i == first || (!done[i] && scorers[first].shares_backbone_with(&scorers[i]));
-                if joins && (region.is_none() || statistics.is_none() || region == statistics) {
-                    statistics = statistics.or(region);
-                    group.push(i);
-                }
-            }
-            let leader = &scorers[first];
+        for pass in backbone_passes(scorers, |a, b| scorers[a].shares_backbone_with(&scorers[b])) {
+            let leader = &scorers[pass.members[0]];
             for chunk in images.chunks(DEFAULT_BATCH) {
-                let features: BackboneFeatures = leader.net.backbone.forward_features(leader.input(chunk), statistics);
-                for &i in &group {
+                let features: BackboneFeatures = leader.net.backbone.forward_features(leader.input(chunk), pass.statistics);
+                for &i in &pass.members {
                     let output = read_values(scorers[i].net.head.forward(features.clone())).await?;
                     predictions[i].extend(scorers[i].to_predictions(output)?);
                 }
-            }
-            for i in group {
-                done[i] = true;
             }
         }
         Ok(predictions)
@@ -153,6 +134,35 @@ impl Scorer {
             }
         })
     }
+}
+
+/// One backbone pass and the scorers it feeds (indices into the scorers given to
+/// [`backbone_passes`]), with the region their block statistics are taken over, if they read any.
+pub struct BackbonePass {
+    pub members: Vec<usize>,
+    pub statistics: Option<StatisticsRegion>,
+}
+
+/// The fewest backbone passes that give every scorer its features: scorers join a pass when
+/// `same_backbone(first member, scorer)` (the caller's notion: one loaded backbone file for the
+/// scorer, the same weights for the trainer's evaluation) and they read block statistics over the
+/// pass's region or none at all; a head reading another region gets a pass of its own.
+pub fn backbone_passes(scorers: &[Scorer], same_backbone: impl Fn(usize, usize) -> bool) -> Vec<BackbonePass> {
+    let mut passes: Vec<BackbonePass> = Vec::new();
+    for (i, scorer) in scorers.iter().enumerate() {
+        let region = scorer.net.head.layers().statistics_region();
+        let fits = |pass: &&mut BackbonePass| {
+            same_backbone(pass.members[0], i) && (region.is_none() || pass.statistics.is_none() || pass.statistics == region)
+        };
+        match passes.iter_mut().find(fits) {
+            Some(pass) => {
+                pass.statistics = pass.statistics.or(region);
+                pass.members.push(i);
+            }
+            None => passes.push(BackbonePass { members: vec![i], statistics: region }),
+        }
+    }
+    passes
 }
 
 /// The model a crop search scores with: the regression model, as in the paper's crop application

@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use loupe::Scorer;
 use loupe::model::OutputKind;
+use loupe::scorer::backbone_passes;
 use serde::Serialize;
 
 use crate::args::EvalArgs;
@@ -17,7 +18,7 @@ use crate::splits::Splits;
 use crate::stats::named_sets;
 
 use loupe::correlation::{pearson, spearman};
-use loupe::model::{BackboneFeatures, StatisticsRegion, values};
+use loupe::model::{BackboneFeatures, values};
 
 use crate::data::ImageFolder;
 use crate::features::{FeatureCache, backbone_key};
@@ -444,20 +445,8 @@ pub fn run(args: &EvalArgs) -> Result<Report> {
 /// VGG16, from separate files) and by the region their block statistics are taken over: each
 /// group runs the backbone once.
 fn backbone_groups(scorers: &[Scorer]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<(String, Option<StatisticsRegion>, Vec<usize>)> = Vec::new();
-    for (i, scorer) in scorers.iter().enumerate() {
-        let key = backbone_key(&scorer.net, scorer.metadata.input);
-        let region = scorer.net.head.layers().statistics_region();
-        let fits = |(k, r, _): &&mut (String, Option<StatisticsRegion>, Vec<usize>)| *k == key && (region.is_none() || r.is_none() || *r == region);
-        match groups.iter_mut().find(fits) {
-            Some((_, group_region, members)) => {
-                *group_region = group_region.or(region);
-                members.push(i);
-            }
-            None => groups.push((key, region, vec![i])),
-        }
-    }
-    groups.into_iter().map(|(_, _, members)| members).collect()
+    let keys: Vec<String> = scorers.iter().map(|scorer| backbone_key(&scorer.net, scorer.metadata.input)).collect();
+    backbone_passes(scorers, |a, b| keys[a] == keys[b]).into_iter().map(|pass| pass.members).collect()
 }
 
 /// Every pair of models on one set: the MSE difference and whether it outlasts resampling.
