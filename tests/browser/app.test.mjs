@@ -85,7 +85,8 @@ for (const backend of ["webgpu", "cpu"]) {
       context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
       context.on("request", (request) => requests.push(request.url()));
       page = await context.newPage();
-      page.on("console", (message) => message.type() === "error" && console.log(`[${backend} console] ${message.text()}`));
+      // Errors and warnings (a stalled load that was tried again says so in one).
+      page.on("console", (message) => ["error", "warning"].includes(message.type()) && console.log(`[${backend} console] ${message.text()}`));
     });
     after(async () => {
       await browser?.close();

@@ -98,10 +98,13 @@ for (const backend of ["webgpu", "cpu"]) {
       try {
         const page = await browser.newPage();
         page.on("request", (request) => requests.push(request.url()));
-        page.on("console", (message) => message.type() === "error" && console.log(`[${backend} console] ${message.text()}`));
+        // Errors and warnings (a stalled load that was tried again says so in one).
+        page.on("console", (message) => ["error", "warning"].includes(message.type()) && console.log(`[${backend} console] ${message.text()}`));
+        const started = Date.now();
         await page.goto(url);
         assert.equal(await page.evaluate(() => crossOriginIsolated), false);
         const result = await page.evaluate(() => window.hostResult);
+        const calledIn = (Date.now() - started) / 1000;
         assert.equal(result.error, undefined, result.error);
         const { topCrop, crops, focal } = result;
         assert.equal(topCrop.width, topCrop.height, "width: 100, height: 100 asks for a square");
@@ -123,7 +126,8 @@ for (const backend of ["webgpu", "cpu"]) {
         assert.equal(Number(hero.focalX), Number(hero.x) + Number(hero.width) / 2);
         assert.ok(Number(hero.std) > 0, `data-std ${hero.std}`);
         await page.screenshot({ path: join(artifacts, `npm-package-${backend}.png`), fullPage: true });
-        console.log(`${backend}: packed package cropped ${JSON.stringify(topCrop)}; element ${hero.width}x${hero.height}`);
+        const elementIn = (Date.now() - started) / 1000;
+        console.log(`${backend}: packed package cropped ${JSON.stringify(topCrop)} (${calledIn.toFixed(1)} s after page load); element ${hero.width}x${hero.height} (${elementIn.toFixed(1)} s)`);
       } finally {
         await browser.close();
       }
