@@ -507,7 +507,7 @@ mod tests {
     use burn::tensor::{Device, Distribution};
 
     fn values(tensor: Tensor<2>) -> Vec<f32> {
-        tensor.into_data().try_into_vec_as::<f32>().unwrap()
+        crate::model::values(tensor).unwrap()
     }
 
     /// Block statistics (per block: its means, then its stds) compared as what the grids hold:
